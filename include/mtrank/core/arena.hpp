@@ -1,0 +1,176 @@
+// The parameter arena: every trainable tensor (and every buffer such as batch-norm running
+// statistics) of a model lives here under a PyTorch state_dict name. Blocks keep raw
+// pointers into the arena; storage never moves after add(), so those pointers stay valid.
+// Optimisers and serialisation walk parameters() in insertion order.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "mtrank/core/error.hpp"
+#include "mtrank/core/init.hpp"
+#include "mtrank/core/rng.hpp"
+#include "mtrank/core/tensor.hpp"
+
+namespace mtrank {
+
+/// Gradient of an embedding table as a set of touched rows. Only these rows are updated by
+/// sparse optimisers; a dense [rows, width] gradient is never materialised.
+template <class T>
+class SparseRowGrad {
+ public:
+  void reset_shape(Index rows, Index width) {
+    rows_ = rows;
+    width_ = width;
+    slot_.clear();
+    touched_.clear();
+    values_.clear();
+  }
+  /// Returns the gradient row for `row`, zero-filled on first touch since the last clear().
+  T* row(Index row) {
+    if (slot_.empty()) slot_.assign(static_cast<std::size_t>(rows_), -1);
+    std::int32_t& s = slot_[static_cast<std::size_t>(row)];
+    if (s < 0) {
+      s = static_cast<std::int32_t>(touched_.size());
+      touched_.push_back(row);
+      values_.resize(values_.size() + static_cast<std::size_t>(width_), T(0));
+    }
+    return values_.data() + static_cast<std::size_t>(s) * width_;
+  }
+  void clear() {
+    for (Index r : touched_) slot_[static_cast<std::size_t>(r)] = -1;
+    touched_.clear();
+    values_.clear();
+  }
+  /// Touched rows in first-touch order; values() holds their gradients in the same order.
+  const std::vector<Index>& rows() const { return touched_; }
+  const T* values() const { return values_.data(); }
+  T* values() { return values_.data(); }
+  Index width() const { return width_; }
+
+ private:
+  Index rows_ = 0, width_ = 0;
+  std::vector<std::int32_t> slot_;
+  std::vector<Index> touched_;
+  std::vector<T> values_;
+};
+
+template <class T>
+struct Parameter {
+  std::string name;
+  Shape shape;
+  T* value = nullptr;
+  T* grad = nullptr;     // dense gradient (nullptr for sparse-row parameters and buffers)
+  bool trainable = true;  // false for buffers (running statistics)
+  bool sparse = false;    // gradient kept in sparse_grad (embedding tables)
+  SparseRowGrad<T> sparse_grad;
+
+  Index numel() const { return shape.numel(); }
+  MatrixView<T> value_matrix() const { return TensorView<T>{value, shape}.matrix(); }
+  MatrixView<T> grad_matrix() const { return TensorView<T>{grad, shape}.matrix(); }
+  void zero_grad() {
+    if (grad) std::memset(grad, 0, sizeof(T) * static_cast<std::size_t>(numel()));
+    if (sparse) sparse_grad.clear();
+  }
+};
+
+struct ParameterSpec {
+  Init init = Init::zeros();
+  bool sparse = false;     // embedding tables: sparse row gradients
+  bool trainable = true;   // false: a buffer (saved, never optimised)
+};
+
+template <class T>
+class ParameterArenaT {
+ public:
+  explicit ParameterArenaT(std::uint64_t seed = 42) : rng_(seed) {}
+  ParameterArenaT(const ParameterArenaT&) = delete;
+  ParameterArenaT& operator=(const ParameterArenaT&) = delete;
+
+  /// Adds a named tensor, initialised from the arena's RNG (deterministic given the seed and
+  /// the order of add() calls). Names must be unique.
+  Parameter<T>& add(std::string name, Shape shape, ParameterSpec spec = {}) {
+    require(!name.empty(), "parameter arena: empty parameter name");
+    require(!index_.count(name), "parameter arena: duplicate parameter name '", name, "'");
+    Parameter<T>& p = params_.emplace_back();
+    p.name = std::move(name);
+    p.shape = shape;
+    p.trainable = spec.trainable;
+    p.sparse = spec.sparse && spec.trainable;
+    p.value = allocate(shape.numel());
+    initialize(p.value, shape.numel(), spec.init, rng_);
+    if (p.trainable && !p.sparse) {
+      p.grad = allocate(shape.numel());
+      std::memset(p.grad, 0, sizeof(T) * static_cast<std::size_t>(shape.numel()));
+    }
+    if (p.sparse) p.sparse_grad.reset_shape(shape[0], shape.rank() > 1 ? shape.numel() / shape[0] : 1);
+    index_.emplace(p.name, params_.size() - 1);
+    return p;
+  }
+
+  std::deque<Parameter<T>>& parameters() { return params_; }
+  const std::deque<Parameter<T>>& parameters() const { return params_; }
+  Parameter<T>* find(std::string_view name) {
+    auto it = index_.find(std::string(name));
+    return it == index_.end() ? nullptr : &params_[it->second];
+  }
+  const Parameter<T>* find(std::string_view name) const {
+    auto it = index_.find(std::string(name));
+    return it == index_.end() ? nullptr : &params_[it->second];
+  }
+  Parameter<T>& at(std::string_view name) {
+    Parameter<T>* p = find(name);
+    if (!p) fail("parameter arena: no parameter named '", name, "'");
+    return *p;
+  }
+  void zero_grad() {
+    for (auto& p : params_) p.zero_grad();
+  }
+  /// Number of trainable scalars.
+  Index num_trainable() const {
+    Index n = 0;
+    for (auto& p : params_)
+      if (p.trainable) n += p.numel();
+    return n;
+  }
+  Rng& rng() { return rng_; }
+
+ private:
+  T* allocate(Index n) {
+    // Round each tensor to 64 bytes so every parameter starts aligned.
+    const Index per_line = static_cast<Index>(kAlignment / sizeof(T));
+    n = (n + per_line - 1) / per_line * per_line;
+    if (n == 0) n = per_line;
+    if (chunks_.empty() || chunk_used_ + n > chunks_.back().numel()) {
+      Index size = std::max<Index>(n, kChunkElements);
+      chunks_.emplace_back(Shape{size});
+      chunk_used_ = 0;
+    }
+    T* p = chunks_.back().data() + chunk_used_;
+    chunk_used_ += n;
+    return p;
+  }
+  static constexpr Index kChunkElements = Index(1) << 20;
+  std::deque<Parameter<T>> params_;
+  std::unordered_map<std::string, std::size_t> index_;
+  std::deque<TensorT<T>> chunks_;
+  Index chunk_used_ = 0;
+  Rng rng_;
+};
+
+using ParameterArena = ParameterArenaT<float>;
+
+/// Joins a prefix and a name PyTorch-style: join("experts.0", "weight") == "experts.0.weight".
+inline std::string join_name(std::string_view prefix, std::string_view name) {
+  if (prefix.empty()) return std::string(name);
+  std::string s(prefix);
+  s += '.';
+  s += name;
+  return s;
+}
+
+}  // namespace mtrank

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds (Release), runs the whole test suite, then the same tests
+# under AddressSanitizer + UndefinedBehaviorSanitizer, every kernel ISA variant, and the
+# install/consumer check. Usage: scripts/test.sh [--quick] (quick: Release tests only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+jobs=${MTRANK_JOBS:-$(nproc)}
+bash scripts/install-deps.sh
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "Release build"
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/release -j "$jobs"
+
+step "Tests (Release)"
+ctest --test-dir build/release --output-on-failure -j "$jobs"
+
+[[ "${1:-}" == "--quick" ]] && exit 0
+
+step "Tests with the ISA capped (MTRANK_ISA=avx2, then ref)"
+for isa in avx2 ref; do
+  MTRANK_ISA=$isa ctest --test-dir build/release --output-on-failure -j "$jobs" -L isa
+done
+
+step "Install and build a consumer project against the installed tree"
+rm -rf build/install build/consumer
+cmake --install build/release --prefix build/install >/dev/null
+cmake -S tests/install/consumer -B build/consumer -G Ninja -DCMAKE_PREFIX_PATH="$root/build/install" >/dev/null
+cmake --build build/consumer -j "$jobs"
+./build/consumer/consumer
+
+step "ASan + UBSan build and tests"
+cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMTRANK_SANITIZE=ON \
+      -DMTRANK_BUILD_BENCH=OFF -DMTRANK_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build build/asan -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build/asan --output-on-failure -j "$jobs"
