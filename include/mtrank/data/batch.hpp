@@ -1,0 +1,57 @@
+// A mini-batch and an in-memory dataset laid out by column.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "mtrank/core/tensor.hpp"
+#include "mtrank/data/schema.hpp"
+
+namespace mtrank::data {
+
+/// Variable-length id lists for one sequence field: sample b owns
+/// ids[offsets[b] .. offsets[b+1]), oldest first. `times` (optional, same length as ids)
+/// holds the time gap of each behaviour to the request, for time-bucket embeddings.
+struct SequenceColumn {
+  std::vector<std::int64_t> ids;
+  std::vector<std::int64_t> offsets{0};
+  std::vector<float> times;
+  Index length(Index b) const { return offsets[b + 1] - offsets[b]; }
+};
+
+struct Batch {
+  Index size = 0;
+  Tensor dense;                           // [B, num_dense]
+  std::vector<std::int64_t> sparse;       // [B, num_sparse] raw ids, row-major
+  std::vector<SequenceColumn> sequences;  // one per schema sequence field
+  Tensor labels;                          // [B, K]
+  Tensor label_mask;                      // [B, K], 1 = label present, 0 = ignore in loss/metrics
+  std::vector<std::int64_t> user;         // [B] user id (GAUC groups)
+  std::vector<std::int32_t> scene;        // [B] scene/domain id
+  Tensor oracle;                          // [B, K] true probabilities where known (simulator); empty otherwise
+
+  std::int64_t sparse_id(Index b, Index field, Index num_sparse) const { return sparse[b * num_sparse + field]; }
+};
+
+/// A dataset held as full columns; gather() assembles batches.
+struct Dataset {
+  FeatureSchema schema;
+  Index rows = 0;
+  Tensor dense;                           // [N, num_dense]
+  std::vector<std::int64_t> sparse;       // [N, num_sparse]
+  std::vector<SequenceColumn> sequences;  // offsets of length N + 1
+  Tensor labels, label_mask;              // [N, K]
+  std::vector<std::int64_t> user;
+  std::vector<std::int32_t> scene;
+  Tensor oracle;                          // [N, K] or empty
+
+  /// Rows `idx` into `out` (reuses out's buffers). Checks idx against rows.
+  void gather(const std::vector<Index>& idx, Batch& out) const;
+  /// Rows [begin, end).
+  void slice(Index begin, Index end, Batch& out) const;
+  /// Checks every column's size against rows and the schema; throws naming the column.
+  void validate() const;
+  /// Splits off the rows [begin, end) into a new dataset.
+  Dataset subset(Index begin, Index end) const;
+};
+
+}  // namespace mtrank::data

@@ -1,0 +1,61 @@
+// Helpers for reading JSON configs with errors that name the path and the expectation.
+#pragma once
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "mtrank/core/error.hpp"
+
+namespace mtrank::io {
+
+using json = nlohmann::json;
+
+/// j[key] as T; throws "path.key: missing (expected <what>)" or "path.key: expected <what>".
+template <class T>
+T get_required(const json& j, const std::string& key, const std::string& path, const char* what) {
+  if (!j.is_object()) fail(path, ": expected an object");
+  auto it = j.find(key);
+  if (it == j.end()) fail(path, ".", key, ": missing (expected ", what, ")");
+  try {
+    return it->template get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail(path, ".", key, ": expected ", what, ", got ", it->dump());
+  }
+}
+
+template <class T>
+T get_optional(const json& j, const std::string& key, const std::string& path, const char* what, T fallback) {
+  if (!j.is_object()) fail(path, ": expected an object");
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  try {
+    return it->template get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail(path, ".", key, ": expected ", what, ", got ", it->dump());
+  }
+}
+
+/// Rejects keys not in `allowed` (typos in configs must not pass silently).
+inline void reject_unknown_keys(const json& j, std::initializer_list<const char*> allowed, const std::string& path) {
+  if (!j.is_object()) fail(path, ": expected an object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool ok = false;
+    for (const char* a : allowed) ok = ok || it.key() == a;
+    if (!ok) {
+      std::string list;
+      for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+      fail(path, ".", it.key(), ": unknown field (expected one of: ", list, ")");
+    }
+  }
+}
+
+/// Parses text as JSON; throws "<what>: invalid JSON at byte N: ..." instead of nlohmann's exception.
+inline json parse_json(const std::string& text, const std::string& what) {
+  try {
+    return json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(what, ": invalid JSON at byte ", e.byte, ": ", e.what());
+  }
+}
+
+}  // namespace mtrank::io

@@ -1,0 +1,110 @@
+#include "mtrank/data/batch.hpp"
+
+#include <cstring>
+#include <numeric>
+
+namespace mtrank::data {
+
+void Dataset::gather(const std::vector<Index>& idx, Batch& out) const {
+  const Index B = static_cast<Index>(idx.size());
+  const Index nd = static_cast<Index>(schema.dense.size());
+  const Index ns = static_cast<Index>(schema.sparse.size());
+  const Index K = schema.num_tasks();
+  out.size = B;
+  out.dense.resize(Shape{B, nd});
+  out.sparse.resize(static_cast<std::size_t>(B * ns));
+  out.labels.resize(Shape{B, K});
+  out.label_mask.resize(Shape{B, K});
+  out.user.resize(static_cast<std::size_t>(B));
+  out.scene.resize(static_cast<std::size_t>(B));
+  const bool has_oracle = oracle.numel() > 0;
+  if (has_oracle) out.oracle.resize(Shape{B, K});
+  else out.oracle.resize(Shape{0, K});
+  out.sequences.resize(sequences.size());
+  for (auto& s : out.sequences) {
+    s.ids.clear();
+    s.times.clear();
+    s.offsets.assign(1, 0);
+  }
+  for (Index b = 0; b < B; ++b) {
+    const Index r = idx[static_cast<std::size_t>(b)];
+    if (r < 0 || r >= rows) fail("Dataset::gather: row ", r, " out of range [0, ", rows, ")");
+    if (nd) std::memcpy(out.dense.data() + b * nd, dense.data() + r * nd, sizeof(float) * nd);
+    for (Index f = 0; f < ns; ++f) out.sparse[b * ns + f] = sparse[r * ns + f];
+    for (Index k = 0; k < K; ++k) {
+      out.labels[b * K + k] = labels[r * K + k];
+      out.label_mask[b * K + k] = label_mask.numel() ? label_mask[r * K + k] : 1.0f;
+      if (has_oracle) out.oracle[b * K + k] = oracle[r * K + k];
+    }
+    out.user[b] = user.empty() ? r : user[r];
+    out.scene[b] = scene.empty() ? 0 : scene[r];
+    for (std::size_t q = 0; q < sequences.size(); ++q) {
+      const auto& src = sequences[q];
+      auto& dst = out.sequences[q];
+      const auto a = src.offsets[r], e = src.offsets[r + 1];
+      dst.ids.insert(dst.ids.end(), src.ids.begin() + a, src.ids.begin() + e);
+      if (!src.times.empty()) dst.times.insert(dst.times.end(), src.times.begin() + a, src.times.begin() + e);
+      dst.offsets.push_back(static_cast<std::int64_t>(dst.ids.size()));
+    }
+  }
+}
+
+void Dataset::slice(Index begin, Index end, Batch& out) const {
+  require(0 <= begin && begin <= end && end <= rows, "Dataset::slice: [", begin, ", ", end, ") not within [0, ", rows, ")");
+  std::vector<Index> idx(static_cast<std::size_t>(end - begin));
+  std::iota(idx.begin(), idx.end(), begin);
+  gather(idx, out);
+}
+
+void Dataset::validate() const {
+  schema.validate();
+  const Index nd = static_cast<Index>(schema.dense.size());
+  const Index ns = static_cast<Index>(schema.sparse.size());
+  const Index K = schema.num_tasks();
+  require(dense.numel() == rows * nd, "dataset: dense has ", dense.numel(), " values, expected rows*num_dense = ", rows * nd);
+  require(static_cast<Index>(sparse.size()) == rows * ns, "dataset: sparse has ", sparse.size(),
+          " ids, expected rows*num_sparse = ", rows * ns);
+  require(labels.numel() == rows * K, "dataset: labels has ", labels.numel(), " values, expected rows*num_tasks = ", rows * K);
+  require(label_mask.numel() == 0 || label_mask.numel() == rows * K, "dataset: label_mask size ", label_mask.numel(),
+          " != rows*num_tasks = ", rows * K);
+  require(oracle.numel() == 0 || oracle.numel() == rows * K, "dataset: oracle size ", oracle.numel(), " != ", rows * K);
+  require(user.empty() || static_cast<Index>(user.size()) == rows, "dataset: user has ", user.size(), " rows, expected ", rows);
+  require(scene.empty() || static_cast<Index>(scene.size()) == rows, "dataset: scene has ", scene.size(), " rows, expected ", rows);
+  for (std::int32_t s : scene)
+    if (s < 0 || s >= schema.num_scenes) fail("dataset: scene id ", s, " out of range [0, ", schema.num_scenes, ")");
+  require(sequences.size() == schema.sequences.size(), "dataset: ", sequences.size(), " sequence columns, schema has ",
+          schema.sequences.size());
+  for (std::size_t q = 0; q < sequences.size(); ++q) {
+    const auto& s = sequences[q];
+    const auto& name = schema.sequences[q].name;
+    require(static_cast<Index>(s.offsets.size()) == rows + 1, "sequence '", name, "': offsets has ", s.offsets.size(),
+            " entries, expected rows + 1 = ", rows + 1);
+    require(s.offsets.front() == 0, "sequence '", name, "': offsets[0] must be 0");
+    for (Index r = 0; r < rows; ++r)
+      if (s.offsets[r + 1] < s.offsets[r]) fail("sequence '", name, "': offsets decrease at row ", r);
+    require(s.offsets.back() == static_cast<std::int64_t>(s.ids.size()), "sequence '", name, "': offsets end at ",
+            s.offsets.back(), " but there are ", s.ids.size(), " ids");
+    require(s.times.empty() || s.times.size() == s.ids.size(), "sequence '", name, "': times has ", s.times.size(),
+            " entries, ids ", s.ids.size());
+  }
+}
+
+Dataset Dataset::subset(Index begin, Index end) const {
+  require(0 <= begin && begin <= end && end <= rows, "Dataset::subset: [", begin, ", ", end, ") not within [0, ", rows, ")");
+  Batch b;
+  slice(begin, end, b);
+  Dataset d;
+  d.schema = schema;
+  d.rows = end - begin;
+  d.dense = std::move(b.dense);
+  d.sparse = std::move(b.sparse);
+  d.sequences = std::move(b.sequences);
+  d.labels = std::move(b.labels);
+  d.label_mask = std::move(b.label_mask);
+  if (!user.empty()) d.user = std::move(b.user);
+  if (!scene.empty()) d.scene = std::move(b.scene);
+  if (oracle.numel()) d.oracle = std::move(b.oracle);
+  return d;
+}
+
+}  // namespace mtrank::data
