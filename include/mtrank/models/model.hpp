@@ -1,0 +1,62 @@
+// The run-time model interface used by trainers, the predictor and the CLI. Typed models
+// (compile-time composition such as MultiTaskNet<float, Mmoe<...>>) are wrapped behind it
+// when a model is built from a JSON config. The arena lives in this base class, so it is
+// constructed before and destroyed after every block holding pointers into it.
+#pragma once
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "mtrank/core/arena.hpp"
+#include "mtrank/core/context.hpp"
+#include "mtrank/data/batch.hpp"
+
+namespace mtrank::models {
+
+class Model {
+ public:
+  /// Per-thread state for forward/backward; create one per thread with make_workspace().
+  struct Workspace {
+    virtual ~Workspace() = default;
+  };
+
+  explicit Model(nlohmann::json config, data::FeatureSchema schema, std::uint64_t seed)
+      : config_(std::move(config)), schema_(std::move(schema)), arena_(seed) {}
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+  virtual ~Model() = default;
+
+  virtual std::unique_ptr<Workspace> make_workspace() const = 0;
+  /// Outputs [B, K]: a logit per binary task, the prediction per regression task.
+  virtual ConstMat forward(const data::Batch& batch, Workspace& ws, const Context& ctx) const = 0;
+  /// d_out [B, K] = dLoss/dOutputs; accumulates every parameter gradient into arena().
+  virtual void backward(ConstMat d_out, Workspace& ws) const = 0;
+  /// Regularisation added to the loss (e.g. SNR's L0 penalty) times weight; accumulates its gradient.
+  virtual double penalty(double weight) const { return 0.0; }
+  /// Outputs used at serving: training-only terms (bias networks) are dropped. Default: forward.
+  virtual ConstMat serve(const data::Batch& batch, Workspace& ws) const { return forward(batch, ws, Context::inference()); }
+
+  /// Probabilities for binary tasks (sigmoid of the logit), raw values for regression, into out [B, K].
+  void predict(const data::Batch& batch, Workspace& ws, Mat out) const;
+
+  ParameterArena& arena() { return arena_; }
+  const ParameterArena& arena() const { return arena_; }
+  const nlohmann::json& config() const { return config_; }
+  const data::FeatureSchema& schema() const { return schema_; }
+  Index num_tasks() const { return schema_.num_tasks(); }
+
+ protected:
+  nlohmann::json config_;
+  data::FeatureSchema schema_;
+  ParameterArena arena_;
+};
+
+/// Builds any model the library knows from a JSON config {"schema": ..., "model": {"type": ...}, "seed": N}.
+/// Errors name the JSON path and the expectation.
+std::unique_ptr<Model> build_model(const nlohmann::json& config);
+
+/// Registered model types, for help texts and error messages.
+std::vector<std::string> model_types();
+
+}  // namespace mtrank::models
