@@ -74,6 +74,15 @@ void Dataset::validate() const {
     if (s < 0 || s >= schema.num_scenes) fail("dataset: scene id ", s, " out of range [0, ", schema.num_scenes, ")");
   require(sequences.size() == schema.sequences.size(), "dataset: ", sequences.size(), " sequence columns, schema has ",
           schema.sequences.size());
+  for (Index f = 0; f < ns; ++f) {
+    const auto& field = schema.sparse[f];
+    if (field.hash) continue;
+    for (Index r = 0; r < rows; ++r) {
+      const std::int64_t id = sparse[r * ns + f];
+      if (id < 0 || id >= field.vocab)
+        fail("dataset: sparse field '", field.name, "' row ", r, ": id ", id, " not in [0, ", field.vocab, ")");
+    }
+  }
   for (std::size_t q = 0; q < sequences.size(); ++q) {
     const auto& s = sequences[q];
     const auto& name = schema.sequences[q].name;
@@ -86,16 +95,34 @@ void Dataset::validate() const {
             s.offsets.back(), " but there are ", s.ids.size(), " ids");
     require(s.times.empty() || s.times.size() == s.ids.size(), "sequence '", name, "': times has ", s.times.size(),
             " entries, ids ", s.ids.size());
+    const auto& sf = schema.sequences[q];
+    Index vocab = sf.vocab;
+    bool hash = sf.hash;
+    if (!sf.table.empty()) {
+      const auto& t = schema.sparse[static_cast<std::size_t>(schema.sparse_index(sf.table))];
+      vocab = t.vocab;
+      hash = t.hash;
+    }
+    if (!hash)
+      for (std::size_t i = 0; i < s.ids.size(); ++i)
+        if (s.ids[i] < 0 || s.ids[i] >= vocab)
+          fail("sequence '", name, "': id ", s.ids[i], " at position ", i, " not in [0, ", vocab, ")");
   }
 }
 
 Dataset Dataset::subset(Index begin, Index end) const {
   require(0 <= begin && begin <= end && end <= rows, "Dataset::subset: [", begin, ", ", end, ") not within [0, ", rows, ")");
+  std::vector<Index> idx(static_cast<std::size_t>(end - begin));
+  std::iota(idx.begin(), idx.end(), begin);
+  return take(idx);
+}
+
+Dataset Dataset::take(const std::vector<Index>& idx) const {
   Batch b;
-  slice(begin, end, b);
+  gather(idx, b);
   Dataset d;
   d.schema = schema;
-  d.rows = end - begin;
+  d.rows = static_cast<Index>(idx.size());
   d.dense = std::move(b.dense);
   d.sparse = std::move(b.sparse);
   d.sequences = std::move(b.sequences);

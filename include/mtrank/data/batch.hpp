@@ -24,10 +24,10 @@ struct Batch {
   std::vector<std::int64_t> sparse;       // [B, num_sparse] raw ids, row-major
   std::vector<SequenceColumn> sequences;  // one per schema sequence field
   Tensor labels;                          // [B, K]
-  Tensor label_mask;                      // [B, K], 1 = label present, 0 = ignore in loss/metrics
+  Tensor label_mask{Shape{0, 0}};         // [B, K], 1 = label present, 0 = ignore in loss/metrics
   std::vector<std::int64_t> user;         // [B] user id (GAUC groups)
   std::vector<std::int32_t> scene;        // [B] scene/domain id
-  Tensor oracle;                          // [B, K] true probabilities where known (simulator); empty otherwise
+  Tensor oracle{Shape{0, 0}};             // [B, K] true probabilities where known (simulator); empty otherwise
 
   std::int64_t sparse_id(Index b, Index field, Index num_sparse) const { return sparse[b * num_sparse + field]; }
 };
@@ -39,19 +39,23 @@ struct Dataset {
   Tensor dense;                           // [N, num_dense]
   std::vector<std::int64_t> sparse;       // [N, num_sparse]
   std::vector<SequenceColumn> sequences;  // offsets of length N + 1
-  Tensor labels, label_mask;              // [N, K]
+  Tensor labels;                          // [N, K]
+  Tensor label_mask{Shape{0, 0}};         // [N, K] or empty (= all labels present)
   std::vector<std::int64_t> user;
   std::vector<std::int32_t> scene;
-  Tensor oracle;                          // [N, K] or empty
+  Tensor oracle{Shape{0, 0}};             // [N, K] or empty (a default Tensor is a rank-0 scalar, not empty)
 
   /// Rows `idx` into `out` (reuses out's buffers). Checks idx against rows.
   void gather(const std::vector<Index>& idx, Batch& out) const;
   /// Rows [begin, end).
   void slice(Index begin, Index end, Batch& out) const;
-  /// Checks every column's size against rows and the schema; throws naming the column.
+  /// Checks every column's size against rows and the schema, and the ids of non-hashed sparse and
+  /// sequence fields against their vocab; throws naming the column.
   void validate() const;
   /// Splits off the rows [begin, end) into a new dataset.
   Dataset subset(Index begin, Index end) const;
+  /// The rows `idx` (in that order, repeats allowed) as a new dataset.
+  Dataset take(const std::vector<Index>& idx) const;
 };
 
 }  // namespace mtrank::data
