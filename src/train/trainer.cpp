@@ -1,0 +1,257 @@
+#include "mtrank/train/trainer.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+
+#include <nlohmann/json.hpp>
+
+#include "mtrank/io/checkpoint.hpp"
+
+namespace mtrank::train {
+
+namespace {
+constexpr std::uint64_t kStepSalt = 0xd1b54a32d192ed03ULL;
+
+std::vector<Index> epoch_permutation(Index rows, std::uint64_t seed, Index epoch) {
+  std::vector<Index> perm(static_cast<std::size_t>(rows));
+  std::iota(perm.begin(), perm.end(), Index{0});
+  Rng rng = Rng(seed).fork(static_cast<std::uint64_t>(epoch));
+  for (Index i = rows - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(static_cast<std::uint64_t>(i + 1))]);
+  return perm;
+}
+
+double mean_auc(const std::vector<TaskMetrics>& m) {
+  double s = 0;
+  int n = 0;
+  for (auto& t : m)
+    if (t.kind == TaskKind::binary && std::isfinite(t.auc)) s += t.auc, ++n;
+  return n ? s / n : std::nan("");
+}
+
+nlohmann::json metrics_json(const std::vector<TaskMetrics>& ms) {
+  nlohmann::json j = nlohmann::json::object();
+  auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+  for (auto& m : ms) {
+    nlohmann::json t = {{"count", m.count}, {"mean_prediction", num(m.mean_prediction)}, {"mean_label", num(m.mean_label)}};
+    if (m.kind == TaskKind::binary) {
+      t["auc"] = num(m.auc);
+      t["gauc"] = num(m.gauc);
+      t["log_loss"] = num(m.log_loss);
+      t["calibration"] = num(m.calibration);
+    } else {
+      t["mse"] = num(m.mse);
+    }
+    j[m.name] = t;
+  }
+  return j;
+}
+}  // namespace
+
+std::vector<TaskLossSpec> default_task_losses(const data::FeatureSchema& schema) {
+  std::vector<TaskLossSpec> specs;
+  for (auto& t : schema.tasks)
+    specs.push_back({t.name, t.kind == data::TaskKind::binary ? LossKind::bce_with_logits : LossKind::mse, 1.0});
+  return specs;
+}
+
+Trainer::Trainer(models::Model& model, Optimizer& optimizer, TrainerOptions opt)
+    : model_(model), optimizer_(optimizer), opt_(std::move(opt)) {
+  require(opt_.batch_size > 0, "trainer.batch_size: expected > 0, got ", opt_.batch_size);
+  require(opt_.epochs >= 0, "trainer.epochs: expected >= 0, got ", opt_.epochs);
+  require(opt_.monitor == "auc" || opt_.monitor == "loss", "trainer.monitor: expected \"auc\" or \"loss\", got \"",
+          opt_.monitor, "\"");
+  if (opt_.tasks.empty()) opt_.tasks = default_task_losses(model.schema());
+  require(static_cast<Index>(opt_.tasks.size()) == model.num_tasks(), "trainer.tasks: ", opt_.tasks.size(),
+          " task specs, the model has ", model.num_tasks(), " tasks");
+  if (opt_.uwl) {
+    for (auto& t : opt_.tasks) t.weight = 1.0;  // UWL learns the balance
+    uwl_.emplace(model.arena(), "uwl", UncertaintyWeightingOptions{.num_tasks = model.num_tasks()});
+  }
+  loss_ = MultiTaskLoss<float>(opt_.tasks);
+  ws_ = model.make_workspace();
+  bar_ = opt_.progress == 1 || (opt_.progress == -1 && isatty(STDERR_FILENO));
+}
+
+double Trainer::train_step(const data::Batch& batch) {
+  auto& arena = model_.arena();
+  arena.zero_grad();
+  Rng step_rng = Rng(opt_.seed ^ kStepSalt).fork(static_cast<std::uint64_t>(global_step_));
+  const Context ctx = Context::train(step_rng);
+  ConstMat out = model_.forward(batch, *ws_, ctx);
+  Mat g = ensure(grad_, out.rows, out.cols);
+  LossResult r = loss_.compute(out, batch.labels.matrix(), batch.label_mask.matrix(), g);
+  double total = r.total;
+  if (uwl_) {
+    std::vector<double> scale(static_cast<std::size_t>(model_.num_tasks()));
+    total = uwl_->combine(r.task_loss, scale, r.task_count);
+    scale_task_gradients<float>(g, scale);
+  }
+  if (opt_.penalty_weight != 0) total += model_.penalty(opt_.penalty_weight);
+  model_.backward(g, *ws_);
+  optimizer_.step(arena);
+  ++global_step_;
+  return total;
+}
+
+std::pair<double, std::vector<TaskMetrics>> Trainer::evaluate(const data::Dataset& data) const {
+  std::vector<TaskKind> kinds;
+  std::vector<std::string> names;
+  for (auto& t : opt_.tasks) {
+    kinds.push_back(task_kind(t.kind));
+    names.push_back(t.name);
+  }
+  MetricAccumulator acc(kinds, names);
+  auto ws = model_.make_workspace();
+  data::Batch b;
+  Tensor probs;
+  double loss_sum = 0;
+  Index rows = 0;
+  for (Index s = 0; s < data.rows; s += opt_.eval_batch_size) {
+    const Index e = std::min(data.rows, s + opt_.eval_batch_size);
+    data.slice(s, e, b);
+    ConstMat out = model_.forward(b, *ws, Context::inference());
+    LossResult r = loss_.compute(out, b.labels.matrix(), b.label_mask.matrix(), Mat{});
+    loss_sum += r.total * double(e - s);
+    rows += e - s;
+    Mat p = ensure(probs, out.rows, out.cols);
+    for (Index i = 0; i < out.rows; ++i)
+      for (Index k = 0; k < out.cols; ++k)
+        p(i, k) = kinds[k] == TaskKind::binary ? float(1.0 / (1.0 + std::exp(-double(out(i, k))))) : out(i, k);
+    acc.append(p, b.labels.matrix(), b.label_mask.matrix(), b.user);
+  }
+  return {rows ? loss_sum / double(rows) : 0.0, acc.compute()};
+}
+
+void Trainer::log_progress(Index done, Index total, double loss, double rows_per_s, bool final) {
+  if (opt_.progress == 2) return;
+  if (bar_) {
+    const int width = 30;
+    const int filled = total ? static_cast<int>(width * done / total) : width;
+    std::fprintf(stderr, "\repoch %lld [%.*s%*s] %lld/%lld  loss %.5f  %.0f rows/s%s", (long long)epoch_ + 1, filled,
+                 "##############################", width - filled, "", (long long)done, (long long)total, loss,
+                 rows_per_s, final ? "\n" : "");
+  } else if (final || (opt_.log_every > 0 && done % opt_.log_every == 0)) {
+    std::fprintf(stderr, "epoch %lld step %lld/%lld loss %.5f rows/s %.0f\n", (long long)epoch_ + 1, (long long)done,
+                 (long long)total, loss, rows_per_s);
+  }
+  std::fflush(stderr);
+}
+
+void Trainer::write_json_line(const nlohmann::json& record) const {
+  if (opt_.metrics_path.empty()) return;
+  std::ofstream f(opt_.metrics_path, std::ios::app);
+  if (!f) fail("trainer.metrics_path: cannot open '", opt_.metrics_path, "' for appending");
+  f << record.dump() << '\n';
+}
+
+std::vector<EpochRecord> Trainer::fit(const data::Dataset& train, const data::Dataset* valid) {
+  require(train.rows > 0, "trainer: the training set is empty");
+  std::vector<EpochRecord> history;
+  const Index steps_full = (train.rows + opt_.batch_size - 1) / opt_.batch_size;
+  const Index steps = opt_.max_steps_per_epoch > 0 ? std::min(steps_full, opt_.max_steps_per_epoch) : steps_full;
+  std::vector<Index> idx;
+  for (; epoch_ < opt_.epochs; ++epoch_, step_in_epoch_ = 0) {
+    const auto perm = epoch_permutation(train.rows, opt_.seed, epoch_);
+    const auto t0 = std::chrono::steady_clock::now();
+    double loss_sum = 0;
+    Index rows_done = 0, steps_done = 0;
+    for (; step_in_epoch_ < steps; ++step_in_epoch_) {
+      const Index s = step_in_epoch_ * opt_.batch_size, e = std::min(train.rows, s + opt_.batch_size);
+      idx.assign(perm.begin() + s, perm.begin() + e);
+      train.gather(idx, batch_);
+      const double l = train_step(batch_);
+      if (!std::isfinite(l)) fail("trainer: loss became ", l, " at epoch ", epoch_ + 1, " step ", step_in_epoch_ + 1);
+      loss_sum += l;
+      rows_done += e - s;
+      ++steps_done;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (bar_ || opt_.log_every > 0) log_progress(step_in_epoch_ + 1, steps, loss_sum / steps_done, rows_done / std::max(secs, 1e-9), false);
+    }
+    EpochRecord rec;
+    rec.epoch = epoch_ + 1;
+    rec.steps = steps_done;
+    rec.train_loss = steps_done ? loss_sum / steps_done : 0.0;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rec.rows_per_second = rows_done / std::max(secs, 1e-9);
+    log_progress(steps, steps, rec.train_loss, rec.rows_per_second, true);
+    if (valid && valid->rows > 0) {
+      std::tie(rec.valid_loss, rec.valid) = evaluate(*valid);
+      const double score = opt_.monitor == "auc" ? mean_auc(rec.valid) : -rec.valid_loss;
+      if (std::isfinite(score) && (!has_best_ || score > best_)) {
+        best_ = score;
+        has_best_ = true;
+        bad_epochs_ = 0;
+        rec.improved = true;
+      } else {
+        ++bad_epochs_;
+      }
+    }
+    nlohmann::json line = {{"epoch", rec.epoch},           {"steps", rec.steps},
+                           {"global_step", global_step_},   {"train_loss", rec.train_loss},
+                           {"rows_per_second", rec.rows_per_second}};
+    if (!rec.valid.empty()) {
+      line["valid_loss"] = rec.valid_loss;
+      line["valid"] = metrics_json(rec.valid);
+    }
+    if (opt_.progress != 2) {
+      std::string summary;
+      for (auto& m : rec.valid) {
+        char buf[160];
+        if (m.kind == TaskKind::binary)
+          std::snprintf(buf, sizeof buf, "  %s auc %.4f gauc %.4f logloss %.4f", m.name.c_str(), m.auc, m.gauc, m.log_loss);
+        else
+          std::snprintf(buf, sizeof buf, "  %s mse %.4f", m.name.c_str(), m.mse);
+        summary += buf;
+      }
+      if (!summary.empty()) std::fprintf(stderr, "epoch %lld valid:%s\n", (long long)rec.epoch, summary.c_str());
+    }
+    write_json_line(line);
+    history.push_back(std::move(rec));
+    if (!opt_.checkpoint_path.empty()) {
+      // Position after this epoch: the next fit() starts at the next epoch.
+      ++epoch_;
+      step_in_epoch_ = 0;
+      save_checkpoint(opt_.checkpoint_path);
+      --epoch_;
+    }
+    if (opt_.patience > 0 && bad_epochs_ >= opt_.patience) {
+      if (opt_.progress != 2) std::fprintf(stderr, "early stopping after epoch %lld\n", (long long)epoch_ + 1);
+      ++epoch_;
+      step_in_epoch_ = 0;
+      break;
+    }
+  }
+  return history;
+}
+
+void Trainer::save_checkpoint(const std::filesystem::path& path) const {
+  io::CheckpointData d;
+  d.config = model_.config();
+  d.train_state = {{"epoch", epoch_},          {"step_in_epoch", step_in_epoch_}, {"global_step", global_step_},
+                   {"seed", opt_.seed},        {"best", best_},                   {"has_best", has_best_},
+                   {"bad_epochs", bad_epochs_}, {"optimizer", optimizer_.name()}};
+  d.optimizer_state = optimizer_.state();
+  io::save_checkpoint(path, model_.arena(), d);
+}
+
+void Trainer::resume(const std::filesystem::path& path) {
+  io::CheckpointData d = io::load_checkpoint(path, model_.arena());
+  const auto& s = d.train_state;
+  const std::string opt_name = s.value("optimizer", std::string());
+  require(opt_name == optimizer_.name(), "checkpoint '", path.string(), "': optimizer state is for '", opt_name,
+          "', this trainer uses '", optimizer_.name(), "'");
+  optimizer_.load_state(d.optimizer_state, model_.arena());
+  epoch_ = s.at("epoch").get<Index>();
+  step_in_epoch_ = s.at("step_in_epoch").get<Index>();
+  global_step_ = s.at("global_step").get<std::int64_t>();
+  best_ = s.value("best", 0.0);
+  has_best_ = s.value("has_best", false);
+  bad_epochs_ = s.value("bad_epochs", Index{0});
+}
+
+}  // namespace mtrank::train
