@@ -1,0 +1,248 @@
+#include "mtrank/train/metrics.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "mtrank/core/error.hpp"
+
+namespace mtrank::train {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+void check_inputs(const char* what, std::span<const float> scores, std::span<const float> labels,
+                  std::span<const float> weights, bool binary) {
+  if (labels.size() != scores.size())
+    fail(what, ": labels has ", labels.size(), " entries, expected ", scores.size(), " (one per score)");
+  if (!weights.empty() && weights.size() != scores.size())
+    fail(what, ": weights has ", weights.size(), " entries, expected ", scores.size(), " or none");
+  for (std::size_t i = 0; i < scores.size(); ++i) {
+    if (!std::isfinite(scores[i])) fail(what, ": score[", i, "] is ", scores[i], " (expected a finite value)");
+    if (binary) {
+      if (labels[i] != 0.0f && labels[i] != 1.0f) fail(what, ": label[", i, "] is ", labels[i], " (expected 0 or 1)");
+    } else if (!std::isfinite(labels[i])) {
+      fail(what, ": label[", i, "] is ", labels[i], " (expected a finite value)");
+    }
+    if (!weights.empty() && !(std::isfinite(weights[i]) && weights[i] >= 0))
+      fail(what, ": weight[", i, "] is ", weights[i], " (expected finite and >= 0)");
+  }
+}
+
+inline double w_at(std::span<const float> weights, Index i) { return weights.empty() ? 1.0 : double(weights[i]); }
+
+/// AUC over idx[0..n), which must be sorted by ascending score. Sweeps tie groups: each
+/// positive in a group beats every negative below the group and ties (½) with the group's
+/// negatives.
+double auc_sorted(const Index* idx, Index n, std::span<const float> scores, std::span<const float> labels,
+                  std::span<const float> weights) {
+  double neg_below = 0, pos_total = 0, num = 0;
+  Index i = 0;
+  while (i < n) {
+    const float s = scores[idx[i]];
+    double gp = 0, gn = 0;
+    Index j = i;
+    for (; j < n && scores[idx[j]] == s; ++j) {
+      const double w = w_at(weights, idx[j]);
+      if (labels[idx[j]] == 1.0f) gp += w; else gn += w;
+    }
+    num += gp * (neg_below + 0.5 * gn);
+    neg_below += gn;
+    pos_total += gp;
+    i = j;
+  }
+  if (pos_total <= 0 || neg_below <= 0) return kNaN;
+  return num / (pos_total * neg_below);
+}
+
+std::vector<Index> order_by_score(std::span<const float> scores) {
+  std::vector<Index> idx(scores.size());
+  std::iota(idx.begin(), idx.end(), Index(0));
+  std::sort(idx.begin(), idx.end(), [&](Index a, Index b) { return scores[a] < scores[b]; });
+  return idx;
+}
+
+GaucResult gauc_unchecked(std::span<const float> scores, std::span<const float> labels,
+                          std::span<const std::int64_t> users, std::span<const float> weights) {
+  std::vector<Index> idx(scores.size());
+  std::iota(idx.begin(), idx.end(), Index(0));
+  std::sort(idx.begin(), idx.end(), [&](Index a, Index b) {
+    return users[a] != users[b] ? users[a] < users[b] : scores[a] < scores[b];
+  });
+  GaucResult r;
+  double num = 0, den = 0;
+  const Index n = static_cast<Index>(idx.size());
+  Index i = 0;
+  while (i < n) {
+    Index j = i;
+    double impressions = 0;
+    for (; j < n && users[idx[j]] == users[idx[i]]; ++j) impressions += w_at(weights, idx[j]);
+    const double a = auc_sorted(idx.data() + i, j - i, scores, labels, weights);
+    if (std::isnan(a)) {
+      ++r.skipped_users;
+    } else {
+      ++r.users;
+      num += impressions * a;
+      den += impressions;
+    }
+    i = j;
+  }
+  r.value = den > 0 ? num / den : kNaN;
+  return r;
+}
+
+double log_loss_unchecked(std::span<const float> probs, std::span<const float> labels, std::span<const float> weights,
+                          double eps) {
+  double s = 0, ws = 0;
+  for (std::size_t i = 0; i < probs.size(); ++i) {
+    const double p = std::clamp(double(probs[i]), eps, 1.0 - eps);
+    const double y = labels[i], w = w_at(weights, static_cast<Index>(i));
+    s -= w * (y * std::log(p) + (1 - y) * std::log1p(-p));
+    ws += w;
+  }
+  return ws > 0 ? s / ws : kNaN;
+}
+
+}  // namespace
+
+double auc(std::span<const float> scores, std::span<const float> labels, std::span<const float> weights) {
+  check_inputs("auc", scores, labels, weights, true);
+  auto idx = order_by_score(scores);
+  return auc_sorted(idx.data(), static_cast<Index>(idx.size()), scores, labels, weights);
+}
+
+GaucResult gauc(std::span<const float> scores, std::span<const float> labels, std::span<const std::int64_t> users,
+                std::span<const float> weights) {
+  check_inputs("gauc", scores, labels, weights, true);
+  if (users.size() != scores.size())
+    fail("gauc: users has ", users.size(), " entries, expected ", scores.size(), " (one per score)");
+  return gauc_unchecked(scores, labels, users, weights);
+}
+
+double log_loss(std::span<const float> probs, std::span<const float> labels, std::span<const float> weights,
+                double eps) {
+  check_inputs("log_loss", probs, labels, weights, true);
+  require(eps > 0 && eps < 0.5, "log_loss: eps must be in (0, 0.5), got ", eps);
+  for (std::size_t i = 0; i < probs.size(); ++i)
+    if (probs[i] < 0 || probs[i] > 1) fail("log_loss: prob[", i, "] is ", probs[i], " (expected a probability in [0, 1])");
+  return log_loss_unchecked(probs, labels, weights, eps);
+}
+
+MetricAccumulator::MetricAccumulator(std::vector<TaskKind> kinds, std::vector<std::string> names, double log_loss_eps)
+    : kinds_(std::move(kinds)), names_(std::move(names)), eps_(log_loss_eps), cols_(kinds_.size()) {
+  require(!kinds_.empty(), "MetricAccumulator: no tasks");
+  require(names_.empty() || names_.size() == kinds_.size(), "MetricAccumulator: ", names_.size(), " names for ",
+          kinds_.size(), " tasks");
+  require(eps_ > 0 && eps_ < 0.5, "MetricAccumulator: log_loss_eps must be in (0, 0.5), got ", eps_);
+  if (names_.empty())
+    for (std::size_t k = 0; k < kinds_.size(); ++k) names_.push_back("task" + std::to_string(k));
+}
+
+void MetricAccumulator::append(MatrixView<const float> probs, MatrixView<const float> labels,
+                               MatrixView<const float> mask, std::span<const std::int64_t> users,
+                               std::span<const float> weights) {
+  const Index K = num_tasks(), N = probs.rows;
+  require(K > 0, "MetricAccumulator: not initialised with tasks");
+  require_shape(probs, probs.rows, K, "evaluate: predictions");
+  require_shape(labels, N, K, "evaluate: labels");
+  const bool has_mask = mask.data != nullptr;
+  if (has_mask) require_shape(mask, N, K, "evaluate: mask");
+  if (!users.empty() && static_cast<Index>(users.size()) != N)
+    fail("evaluate: users has ", users.size(), " entries, expected ", N, " (one per row) or none");
+  if (!weights.empty() && static_cast<Index>(weights.size()) != N)
+    fail("evaluate: weights has ", weights.size(), " entries, expected ", N, " (one per row) or none");
+  if (rows_ > 0 && users.empty() == with_users_)
+    fail("evaluate: users given for ", with_users_ ? "earlier batches but not this one" : "this batch but not earlier ones");
+
+  // Validate everything first so a bad batch leaves the accumulator unchanged.
+  for (Index b = 0; b < N; ++b) {
+    if (!weights.empty() && !(std::isfinite(weights[b]) && weights[b] >= 0))
+      fail("evaluate: weight of row ", b, " is ", weights[b], " (expected finite and >= 0)");
+    for (Index k = 0; k < K; ++k) {
+      const float m = has_mask ? mask(b, k) : 1.0f;
+      if (m != 0.0f && m != 1.0f)
+        fail("evaluate: task '", names_[k], "' row ", b, ": mask is ", m, " (expected 0 or 1)");
+      if (m == 0.0f) continue;
+      const float p = probs(b, k), y = labels(b, k);
+      if (!std::isfinite(p)) fail("evaluate: task '", names_[k], "' row ", b, ": prediction is ", p, " (expected finite)");
+      if (kinds_[k] == TaskKind::binary) {
+        if (p < 0 || p > 1)
+          fail("evaluate: task '", names_[k], "' row ", b, ": prediction ", p, " is not a probability in [0, 1]");
+        if (y != 0.0f && y != 1.0f) fail("evaluate: task '", names_[k], "' row ", b, ": label is ", y, " (expected 0 or 1)");
+      } else if (!std::isfinite(y)) {
+        fail("evaluate: task '", names_[k], "' row ", b, ": label is ", y, " (expected finite)");
+      }
+    }
+  }
+  with_users_ = !users.empty();
+  weighted_ = weighted_ || !weights.empty();
+  for (Index b = 0; b < N; ++b)
+    for (Index k = 0; k < K; ++k) {
+      if (has_mask && mask(b, k) == 0.0f) continue;
+      Column& c = cols_[k];
+      c.score.push_back(probs(b, k));
+      c.label.push_back(labels(b, k));
+      c.weight.push_back(weights.empty() ? 1.0f : weights[b]);
+      if (with_users_) c.user.push_back(users[b]);
+    }
+  rows_ += N;
+}
+
+std::vector<TaskMetrics> MetricAccumulator::compute() const {
+  std::vector<TaskMetrics> out(kinds_.size());
+  for (std::size_t k = 0; k < kinds_.size(); ++k) {
+    TaskMetrics& m = out[k];
+    const Column& c = cols_[k];
+    m.name = names_[k];
+    m.kind = kinds_[k];
+    m.count = static_cast<Index>(c.score.size());
+    std::span<const float> w = weighted_ ? std::span<const float>(c.weight) : std::span<const float>();
+    double sp = 0, sy = 0, se = 0, ws = 0;
+    for (std::size_t i = 0; i < c.score.size(); ++i) {
+      const double wi = w_at(w, static_cast<Index>(i)), d = double(c.score[i]) - c.label[i];
+      sp += wi * c.score[i];
+      sy += wi * c.label[i];
+      se += wi * d * d;
+      ws += wi;
+    }
+    m.weight_sum = ws;
+    if (ws > 0) {
+      m.mean_prediction = sp / ws;
+      m.mean_label = sy / ws;
+      m.mse = se / ws;
+    }
+    if (m.kind == TaskKind::binary && m.count > 0) {
+      auto idx = order_by_score(c.score);
+      m.auc = auc_sorted(idx.data(), m.count, c.score, c.label, w);
+      m.log_loss = log_loss_unchecked(c.score, c.label, w, eps_);
+      if (ws > 0 && m.mean_label > 0) m.calibration = m.mean_prediction / m.mean_label;
+      if (with_users_) {
+        GaucResult g = gauc_unchecked(c.score, c.label, c.user, w);
+        m.gauc = g.value;
+        m.gauc_users = g.users;
+        m.gauc_skipped_users = g.skipped_users;
+      }
+    }
+  }
+  return out;
+}
+
+void MetricAccumulator::clear() {
+  for (auto& c : cols_) c = Column{};
+  rows_ = 0;
+  weighted_ = with_users_ = false;
+}
+
+std::vector<TaskMetrics> evaluate_tasks(MatrixView<const float> probs, MatrixView<const float> labels,
+                                        MatrixView<const float> mask, std::span<const std::int64_t> users,
+                                        std::span<const TaskKind> kinds, std::span<const std::string> names,
+                                        std::span<const float> weights, double log_loss_eps) {
+  if (static_cast<Index>(kinds.size()) != probs.cols)
+    fail("evaluate: ", kinds.size(), " task kinds for ", probs.cols, " prediction columns");
+  MetricAccumulator acc(std::vector<TaskKind>(kinds.begin(), kinds.end()),
+                        std::vector<std::string>(names.begin(), names.end()), log_loss_eps);
+  acc.append(probs, labels, mask, users, weights);
+  return acc.compute();
+}
+
+}  // namespace mtrank::train

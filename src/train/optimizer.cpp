@@ -1,0 +1,409 @@
+#include "mtrank/train/optimizer.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <unordered_set>
+
+#include <nlohmann/json.hpp>
+
+#include "mtrank/io/json_util.hpp"
+
+namespace mtrank::train {
+
+// ---------------------------------------------------------------------------------------
+// Row kernels. The float arithmetic follows the order of torch.optim's single-tensor code
+// (mul_ then add_, sqrt / bias correction + eps, addcdiv) so results track PyTorch to
+// float rounding.
+
+void sgd_update_row(float* w, float* buf, const float* g, Index n, const SgdRowParams& p) {
+  const float omd = 1.0f - p.dampening;
+  for (Index i = 0; i < n; ++i) {
+    float d = g[i];
+    if (p.weight_decay != 0.0f) d = d + p.weight_decay * w[i];
+    if (p.momentum != 0.0f) {
+      const float b = p.first ? d : buf[i] * p.momentum + omd * d;
+      buf[i] = b;
+      d = p.nesterov ? d + p.momentum * b : b;
+    }
+    w[i] = w[i] + (-p.lr) * d;
+  }
+}
+
+void adam_update_row(float* w, float* m, float* v, const float* g, Index n, const AdamRowParams& p) {
+  const float omb1 = static_cast<float>(1.0 - double(p.beta1)), omb2 = static_cast<float>(1.0 - double(p.beta2));
+  const float step_size = static_cast<float>(double(p.lr) / p.bias_correction1);
+  const float bc2_sqrt = static_cast<float>(std::sqrt(p.bias_correction2));
+  const float decay = static_cast<float>(1.0 - double(p.lr) * double(p.weight_decay));
+  for (Index i = 0; i < n; ++i) {
+    float gi = g[i];
+    if (p.weight_decay != 0.0f) {
+      if (p.decoupled) w[i] = w[i] * decay;
+      else gi = gi + p.weight_decay * w[i];
+    }
+    const float mi = m[i] * p.beta1 + omb1 * gi;
+    const float vi = v[i] * p.beta2 + omb2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    const float denom = std::sqrt(vi) / bc2_sqrt + p.eps;
+    w[i] = w[i] + (-step_size) * (mi / denom);
+  }
+}
+
+void adagrad_update_row(float* w, float* sum, const float* g, Index n, const AdagradRowParams& p) {
+  for (Index i = 0; i < n; ++i) {
+    float gi = g[i];
+    if (p.weight_decay != 0.0f) gi = gi + p.weight_decay * w[i];
+    const float s = sum[i] + gi * gi;
+    sum[i] = s;
+    w[i] = w[i] + (-p.clr) * (gi / (std::sqrt(s) + p.eps));
+  }
+}
+
+void ftrl_update_row(float* w, float* z, float* nacc, const float* g, Index n, const FtrlRowParams& p) {
+  for (Index i = 0; i < n; ++i) {
+    const double gi = g[i], n_old = nacc[i], n_new = n_old + gi * gi;
+    const double sigma = (std::sqrt(n_new) - std::sqrt(n_old)) / p.alpha;
+    const double zi = double(z[i]) + gi - sigma * double(w[i]);
+    z[i] = static_cast<float>(zi);
+    nacc[i] = static_cast<float>(n_new);
+    // Recompute from the stored (rounded) state so that w is a pure function of (z, n).
+    const double zs = z[i], ns = nacc[i];
+    if (std::abs(zs) <= p.l1) {
+      w[i] = 0.0f;
+    } else {
+      const double sgn = zs > 0 ? 1.0 : -1.0;
+      w[i] = static_cast<float>(-(zs - sgn * p.l1) / ((p.beta + std::sqrt(ns)) / p.alpha + p.l2));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Optimizer base: state slots and the walk over the arena.
+
+Optimizer::Slot& Optimizer::slot_for(const Parameter<float>& p, bool& created) {
+  created = false;
+  auto it = index_.find(p.name);
+  if (it != index_.end()) {
+    Slot& s = slots_[it->second];
+    if (!(s.shape == p.shape))
+      fail(name(), ": state of parameter '", p.name, "' has shape ", s.shape, " but the parameter has shape ", p.shape);
+    return s;
+  }
+  Slot s;
+  s.param = p.name;
+  s.shape = p.shape;
+  auto names = buffer_names();
+  for (std::size_t i = 0; i < names.size(); ++i) s.buf.emplace_back(p.shape, buffer_init(i));
+  index_.emplace(p.name, slots_.size());
+  slots_.push_back(std::move(s));
+  created = true;
+  return slots_.back();
+}
+
+void Optimizer::step(ParameterArena& arena) {
+  ++step_;
+  begin_step();
+  std::vector<float*> bufs;
+  for (Parameter<float>& p : arena.parameters()) {
+    if (!p.trainable) continue;
+    bool created = false;
+    Slot& s = slot_for(p, created);
+    bufs.resize(s.buf.size());
+    if (!p.sparse) {
+      require(p.grad != nullptr, name(), ": parameter '", p.name, "' has no gradient buffer");
+      for (std::size_t i = 0; i < bufs.size(); ++i) bufs[i] = s.buf[i].data();
+      update(p.value, bufs.data(), p.grad, p.numel(), false, created);
+      continue;
+    }
+    const Index width = p.sparse_grad.width();
+    const Index rows = p.shape[0];
+    const auto& touched = p.sparse_grad.rows();
+    const float* gv = p.sparse_grad.values();
+    for (std::size_t t = 0; t < touched.size(); ++t) {
+      const Index r = touched[t];
+      if (r < 0 || r >= rows) fail(name(), ": parameter '", p.name, "': gradient row ", r, " outside [0, ", rows, ")");
+      for (std::size_t i = 0; i < bufs.size(); ++i) bufs[i] = s.buf[i].data() + r * width;
+      update(p.value + r * width, bufs.data(), gv + static_cast<Index>(t) * width, width, true, false);
+    }
+  }
+}
+
+namespace {
+constexpr double kTwo24 = 16777216.0;
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+}  // namespace
+
+OptimizerState Optimizer::state() const {
+  OptimizerState out;
+  const auto names = buffer_names();
+  Tensor st(Shape{2});
+  st[0] = static_cast<float>(std::floor(double(step_) / kTwo24));
+  st[1] = static_cast<float>(step_ - static_cast<std::int64_t>(st[0]) * static_cast<std::int64_t>(kTwo24));
+  out.emplace_back(std::string(name()) + ".step", std::move(st));
+  for (const Slot& s : slots_)
+    for (std::size_t i = 0; i < names.size(); ++i)
+      out.emplace_back(std::string(name()) + "." + names[i] + "." + s.param, s.buf[i]);
+  return out;
+}
+
+void Optimizer::load_state(const OptimizerState& state, const ParameterArena& arena) {
+  const std::string prefix = std::string(name()) + ".";
+  const auto names = buffer_names();
+  std::int64_t step = -1;
+  // Collect buffers per parameter, in arena order.
+  std::unordered_map<std::string, std::vector<const Tensor*>> found;
+  std::unordered_set<std::string> seen;
+  for (const auto& [key, t] : state) {
+    if (!seen.insert(key).second) fail(name(), " state: duplicate entry '", key, "'");
+    if (!starts_with(key, prefix)) fail(name(), " state: entry '", key, "' does not belong to this optimiser (expected prefix '", prefix, "')");
+    const std::string rest = key.substr(prefix.size());
+    if (rest == "step") {
+      bool ok = (t.numel() == 1 || t.numel() == 2);
+      for (Index i = 0; ok && i < t.numel(); ++i) ok = std::isfinite(t[i]) && t[i] >= 0 && std::floor(t[i]) == t[i];
+      if (!ok) fail(name(), " state: '", key, "' must hold 1 or 2 non-negative integers, got shape ", t.shape());
+      if (t.numel() == 1) step = static_cast<std::int64_t>(t[0]);
+      else {
+        if (t[1] >= kTwo24) fail(name(), " state: '", key, "' low part ", t[1], " >= 2^24");
+        step = static_cast<std::int64_t>(t[0]) * static_cast<std::int64_t>(kTwo24) + static_cast<std::int64_t>(t[1]);
+      }
+      continue;
+    }
+    std::size_t b = names.size();
+    for (std::size_t i = 0; i < names.size(); ++i)
+      if (starts_with(rest, names[i] + ".")) {
+        b = i;
+        break;
+      }
+    if (b == names.size()) {
+      std::string list;
+      for (auto& n : names) list += (list.empty() ? "" : ", ") + n;
+      fail(name(), " state: entry '", key, "' names no buffer of this optimiser (buffers: ", list.empty() ? "none" : list, ")");
+    }
+    const std::string param = rest.substr(names[b].size() + 1);
+    const Parameter<float>* p = arena.find(param);
+    if (!p) fail(name(), " state: entry '", key, "' refers to unknown parameter '", param, "'");
+    if (!p->trainable) fail(name(), " state: entry '", key, "' refers to non-trainable parameter '", param, "'");
+    if (!(t.shape() == p->shape))
+      fail(name(), " state: entry '", key, "' has shape ", t.shape(), ", parameter '", param, "' has shape ", p->shape);
+    for (Index i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(t[i])) fail(name(), " state: entry '", key, "' element ", i, " is ", t[i]);
+    auto& v = found[param];
+    v.resize(names.size(), nullptr);
+    v[b] = &t;
+  }
+  if (step < 0) fail(name(), " state: missing entry '", prefix, "step'");
+  std::vector<Slot> slots;
+  std::unordered_map<std::string, std::size_t> index;
+  for (const Parameter<float>& p : arena.parameters()) {
+    if (!p.trainable) continue;
+    auto it = found.find(p.name);
+    if (it == found.end()) {
+      if (step > 0 && !names.empty())
+        fail(name(), " state: no state for trainable parameter '", p.name, "' (expected '", prefix, names[0], ".",
+             p.name, "' at step ", step, ")");
+      if (names.empty() && step > 0) {  // stateless optimiser: keep a slot so shapes are checked
+        index.emplace(p.name, slots.size());
+        slots.push_back({p.name, p.shape, {}});
+      }
+      continue;
+    }
+    Slot s{p.name, p.shape, {}};
+    for (std::size_t b = 0; b < names.size(); ++b) {
+      if (!it->second[b]) fail(name(), " state: missing entry '", prefix, names[b], ".", p.name, "'");
+      s.buf.push_back(*it->second[b]);
+    }
+    index.emplace(p.name, slots.size());
+    slots.push_back(std::move(s));
+  }
+  slots_ = std::move(slots);
+  index_ = std::move(index);
+  step_ = step;
+}
+
+// ---------------------------------------------------------------------------------------
+// The optimisers.
+
+namespace {
+void check_lr(const char* opt, double lr) {
+  if (!(std::isfinite(lr) && lr >= 0)) fail(opt, ": lr must be finite and >= 0, got ", lr);
+}
+void check_nonneg(const char* opt, const char* field, double v) {
+  if (!(std::isfinite(v) && v >= 0)) fail(opt, ": ", field, " must be finite and >= 0, got ", v);
+}
+void check_beta(const char* opt, const char* field, double v) {
+  if (!(v >= 0 && v < 1)) fail(opt, ": ", field, " must be in [0, 1), got ", v);
+}
+}  // namespace
+
+Sgd::Sgd(SgdOptions opt) : opt_(opt) {
+  check_lr("sgd", opt.lr);
+  check_nonneg("sgd", "momentum", opt.momentum);
+  check_nonneg("sgd", "weight_decay", opt.weight_decay);
+  if (!(opt.dampening >= 0 && opt.dampening <= 1)) fail("sgd: dampening must be in [0, 1], got ", opt.dampening);
+  if (opt.nesterov && (opt.momentum <= 0 || opt.dampening != 0))
+    fail("sgd: nesterov requires momentum > 0 and dampening = 0 (momentum ", opt.momentum, ", dampening ",
+         opt.dampening, ")");
+}
+void Sgd::set_lr(double lr) {
+  check_lr("sgd", lr);
+  opt_.lr = lr;
+}
+std::vector<std::string> Sgd::buffer_names() const {
+  if (opt_.momentum != 0) return {"momentum_buffer"};
+  return {};
+}
+void Sgd::update(float* w, float* const* buf, const float* g, Index n, bool row, bool fresh) {
+  SgdRowParams p{static_cast<float>(opt_.lr), static_cast<float>(opt_.momentum), static_cast<float>(opt_.dampening),
+                 static_cast<float>(opt_.weight_decay), opt_.nesterov, !row && fresh};
+  sgd_update_row(w, opt_.momentum != 0 ? buf[0] : nullptr, g, n, p);
+}
+
+namespace {
+void check_adam(const char* opt, double lr, double b1, double b2, double eps, double wd) {
+  check_lr(opt, lr);
+  check_beta(opt, "beta1", b1);
+  check_beta(opt, "beta2", b2);
+  check_nonneg(opt, "eps", eps);
+  check_nonneg(opt, "weight_decay", wd);
+}
+}  // namespace
+
+Adam::Adam(AdamOptions opt, bool decoupled) : opt_(opt), decoupled_(decoupled) {
+  check_adam(decoupled ? "adamw" : "adam", opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay);
+}
+void Adam::set_lr(double lr) {
+  check_lr(name(), lr);
+  opt_.lr = lr;
+}
+void Adam::begin_step() {
+  const double t = static_cast<double>(step_);
+  rp_ = AdamRowParams{static_cast<float>(opt_.lr),
+                      static_cast<float>(opt_.beta1),
+                      static_cast<float>(opt_.beta2),
+                      static_cast<float>(opt_.eps),
+                      static_cast<float>(opt_.weight_decay),
+                      1.0 - std::pow(opt_.beta1, t),
+                      1.0 - std::pow(opt_.beta2, t),
+                      decoupled_};
+}
+void Adam::update(float* w, float* const* buf, const float* g, Index n, bool, bool) {
+  adam_update_row(w, buf[0], buf[1], g, n, rp_);
+}
+
+Adagrad::Adagrad(AdagradOptions opt) : opt_(opt) {
+  check_lr("adagrad", opt.lr);
+  check_nonneg("adagrad", "lr_decay", opt.lr_decay);
+  check_nonneg("adagrad", "weight_decay", opt.weight_decay);
+  check_nonneg("adagrad", "initial_accumulator_value", opt.initial_accumulator_value);
+  check_nonneg("adagrad", "eps", opt.eps);
+}
+void Adagrad::set_lr(double lr) {
+  check_lr("adagrad", lr);
+  opt_.lr = lr;
+}
+void Adagrad::begin_step() {
+  const double clr = opt_.lr / (1.0 + static_cast<double>(step_ - 1) * opt_.lr_decay);
+  rp_ = AdagradRowParams{static_cast<float>(clr), static_cast<float>(opt_.weight_decay), static_cast<float>(opt_.eps)};
+}
+void Adagrad::update(float* w, float* const* buf, const float* g, Index n, bool, bool) {
+  adagrad_update_row(w, buf[0], g, n, rp_);
+}
+
+Ftrl::Ftrl(FtrlOptions opt) : opt_(opt) {
+  if (!(std::isfinite(opt.alpha) && opt.alpha > 0)) fail("ftrl: alpha must be finite and > 0, got ", opt.alpha);
+  check_nonneg("ftrl", "beta", opt.beta);
+  check_nonneg("ftrl", "l1", opt.l1);
+  check_nonneg("ftrl", "l2", opt.l2);
+  check_nonneg("ftrl", "initial_accumulator_value", opt.initial_accumulator_value);
+  if (opt.beta == 0 && opt.l2 == 0 && opt.initial_accumulator_value == 0)
+    fail("ftrl: beta, l2 and initial_accumulator_value are all 0: the first update would divide by zero");
+}
+void Ftrl::set_lr(double lr) {
+  if (!(std::isfinite(lr) && lr > 0)) fail("ftrl: alpha must be finite and > 0, got ", lr);
+  opt_.alpha = lr;
+}
+void Ftrl::update(float* w, float* const* buf, const float* g, Index n, bool, bool) {
+  ftrl_update_row(w, buf[0], buf[1], g, n, FtrlRowParams{opt_.alpha, opt_.beta, opt_.l1, opt_.l2});
+}
+
+// ---------------------------------------------------------------------------------------
+
+std::unique_ptr<Optimizer> make_optimizer(const nlohmann::json& j, const std::string& path) {
+  using io::get_optional;
+  const std::string type = io::get_required<std::string>(j, "type", path, "a string: sgd, adam, adamw, adagrad or ftrl");
+  auto num = [&](const char* key, double fallback) { return get_optional<double>(j, key, path, "a number", fallback); };
+  // Option-struct validation names the optimiser and field; prefix it with the config path.
+  auto build = [&](auto make) -> std::unique_ptr<Optimizer> {
+    try {
+      return make();
+    } catch (const Error& e) {
+      fail(path, ": ", e.what());
+    }
+  };
+  auto betas = [&](double& b1, double& b2) {
+    if (j.contains("betas")) {
+      if (j.contains("beta1") || j.contains("beta2")) fail(path, ".betas: give either betas or beta1/beta2, not both");
+      const auto& b = j["betas"];
+      if (!b.is_array() || b.size() != 2 || !b[0].is_number() || !b[1].is_number())
+        fail(path, ".betas: expected [beta1, beta2], got ", b.dump());
+      b1 = b[0].get<double>();
+      b2 = b[1].get<double>();
+    } else {
+      b1 = num("beta1", b1);
+      b2 = num("beta2", b2);
+    }
+  };
+  if (type == "sgd") {
+    io::reject_unknown_keys(j, {"type", "lr", "momentum", "dampening", "weight_decay", "nesterov"}, path);
+    SgdOptions o;
+    o.lr = num("lr", o.lr);
+    o.momentum = num("momentum", o.momentum);
+    o.dampening = num("dampening", o.dampening);
+    o.weight_decay = num("weight_decay", o.weight_decay);
+    o.nesterov = get_optional<bool>(j, "nesterov", path, "a boolean", o.nesterov);
+    return build([&] { return std::make_unique<Sgd>(o); });
+  }
+  if (type == "adam") {
+    io::reject_unknown_keys(j, {"type", "lr", "betas", "beta1", "beta2", "eps", "weight_decay"}, path);
+    AdamOptions o;
+    o.lr = num("lr", o.lr);
+    betas(o.beta1, o.beta2);
+    o.eps = num("eps", o.eps);
+    o.weight_decay = num("weight_decay", o.weight_decay);
+    return build([&] { return std::make_unique<Adam>(o); });
+  }
+  if (type == "adamw") {
+    io::reject_unknown_keys(j, {"type", "lr", "betas", "beta1", "beta2", "eps", "weight_decay"}, path);
+    AdamWOptions o;
+    o.lr = num("lr", o.lr);
+    betas(o.beta1, o.beta2);
+    o.eps = num("eps", o.eps);
+    o.weight_decay = num("weight_decay", o.weight_decay);
+    return build([&] { return std::make_unique<AdamW>(o); });
+  }
+  if (type == "adagrad") {
+    io::reject_unknown_keys(j, {"type", "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"}, path);
+    AdagradOptions o;
+    o.lr = num("lr", o.lr);
+    o.lr_decay = num("lr_decay", o.lr_decay);
+    o.weight_decay = num("weight_decay", o.weight_decay);
+    o.initial_accumulator_value = num("initial_accumulator_value", o.initial_accumulator_value);
+    o.eps = num("eps", o.eps);
+    return build([&] { return std::make_unique<Adagrad>(o); });
+  }
+  if (type == "ftrl") {
+    io::reject_unknown_keys(j, {"type", "alpha", "lr", "beta", "l1", "l2", "initial_accumulator_value"}, path);
+    FtrlOptions o;
+    if (j.contains("alpha") && j.contains("lr")) fail(path, ".lr: give either alpha or lr (its alias), not both");
+    o.alpha = num("alpha", num("lr", o.alpha));
+    o.beta = num("beta", o.beta);
+    o.l1 = num("l1", o.l1);
+    o.l2 = num("l2", o.l2);
+    o.initial_accumulator_value = num("initial_accumulator_value", o.initial_accumulator_value);
+    return build([&] { return std::make_unique<Ftrl>(o); });
+  }
+  fail(path, ".type: unknown optimiser '", type, "' (expected one of: sgd, adam, adamw, adagrad, ftrl)");
+}
+
+}  // namespace mtrank::train
