@@ -1,0 +1,67 @@
+// Turns a Batch into the dense input of a network:
+//   x = [emb(sparse_0); ...; emb(sparse_n); pool(seq_0); ...; pool(seq_m); dense]
+// Each sparse field has a table "embeddings.<field>.weight" [vocab, dim] (sparse-row
+// gradients). A sequence field uses its own table or, with `table`, the table of a sparse field
+// (e.g. click_seq shares item_id's), and is pooled by mean or sum over its most recent max_len
+// ids (an empty sequence pools to zeros). Ids are hashed or range-checked per the schema; NaN/Inf
+// dense values are rejected with an error naming the field and row.
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mtrank/core/arena.hpp"
+#include "mtrank/core/context.hpp"
+#include "mtrank/data/batch.hpp"
+
+namespace mtrank::models {
+
+enum class SequencePooling { mean, sum };
+
+struct FeatureEmbedderOptions {
+  SequencePooling sequence_pooling = SequencePooling::mean;
+  Init embedding_init = Init::embedding_default();
+};
+
+template <class T = float>
+class FeatureEmbedder {
+ public:
+  using Scalar = T;
+  struct Workspace {
+    TensorT<T> x;                          // [B, out_features]
+    std::vector<std::vector<Index>> rows;  // per sparse field: table row per sample
+    std::vector<std::vector<Index>> seq_rows, seq_offsets;  // per sequence field (truncated)
+  };
+
+  FeatureEmbedder() = default;
+  FeatureEmbedder(ParameterArenaT<T>& arena, std::string_view prefix, const data::FeatureSchema& schema,
+                  FeatureEmbedderOptions opt = {});
+
+  MatrixView<const T> forward(const data::Batch& batch, Workspace& ws, const Context& ctx = {}) const;
+  /// Scatters dx [B, out_features] into the tables' sparse row gradients (dense inputs get none).
+  void backward(MatrixView<const T> dx, Workspace& ws) const;
+
+  Index out_features() const { return width_; }
+  /// Column offset and width of sparse field i / sequence field j / the dense block in x.
+  Index sparse_offset(std::size_t i) const { return sparse_offset_[i]; }
+  Index sequence_offset(std::size_t j) const { return seq_offset_[j]; }
+  Index dense_offset() const { return dense_offset_; }
+  /// Table row of a raw id for sparse field i (hash or range check; throws naming the field).
+  Index row_of(std::size_t field, std::int64_t id) const;
+  const Parameter<T>& table(std::size_t sparse_field) const { return *tables_[sparse_field]; }
+
+ private:
+  data::FeatureSchema schema_;
+  FeatureEmbedderOptions opt_;
+  std::vector<Parameter<T>*> tables_;      // per sparse field
+  std::vector<Parameter<T>*> seq_tables_;  // per sequence field
+  std::vector<Index> sparse_offset_, seq_offset_, seq_dim_;
+  std::vector<bool> seq_hash_;
+  std::vector<Index> seq_vocab_;
+  Index dense_offset_ = 0, width_ = 0;
+};
+
+extern template class FeatureEmbedder<float>;
+extern template class FeatureEmbedder<double>;
+
+}  // namespace mtrank::models

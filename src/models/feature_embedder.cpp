@@ -1,0 +1,151 @@
+#include "mtrank/models/feature_embedder.hpp"
+
+#include <cmath>
+#include <cstring>
+
+namespace mtrank::models {
+
+template <class T>
+FeatureEmbedder<T>::FeatureEmbedder(ParameterArenaT<T>& arena, std::string_view prefix,
+                                    const data::FeatureSchema& schema, FeatureEmbedderOptions opt)
+    : schema_(schema), opt_(opt) {
+  schema_.validate();
+  Index col = 0;
+  for (const auto& f : schema_.sparse) {
+    tables_.push_back(&arena.add(join_name(prefix, "embeddings." + f.name + ".weight"), Shape{f.vocab, f.dim},
+                                 {.init = opt.embedding_init, .sparse = true}));
+    sparse_offset_.push_back(col);
+    col += f.dim;
+  }
+  for (const auto& s : schema_.sequences) {
+    if (!s.table.empty()) {
+      const int t = schema_.sparse_index(s.table);
+      seq_tables_.push_back(tables_[static_cast<std::size_t>(t)]);
+      seq_dim_.push_back(schema_.sparse[static_cast<std::size_t>(t)].dim);
+      seq_hash_.push_back(schema_.sparse[static_cast<std::size_t>(t)].hash);
+      seq_vocab_.push_back(schema_.sparse[static_cast<std::size_t>(t)].vocab);
+    } else {
+      seq_tables_.push_back(&arena.add(join_name(prefix, "embeddings." + s.name + ".weight"), Shape{s.vocab, s.dim},
+                                       {.init = opt.embedding_init, .sparse = true}));
+      seq_dim_.push_back(s.dim);
+      seq_hash_.push_back(s.hash);
+      seq_vocab_.push_back(s.vocab);
+    }
+    seq_offset_.push_back(col);
+    col += seq_dim_.back();
+  }
+  dense_offset_ = col;
+  width_ = col + static_cast<Index>(schema_.dense.size());
+}
+
+template <class T>
+Index FeatureEmbedder<T>::row_of(std::size_t field, std::int64_t id) const {
+  const auto& f = schema_.sparse[field];
+  if (f.hash) return data::hash_id(id, f.vocab);
+  if (id < 0 || id >= f.vocab) fail("embedding '", f.name, "': id ", id, " out of range [0, ", f.vocab, ")");
+  return id;
+}
+
+template <class T>
+MatrixView<const T> FeatureEmbedder<T>::forward(const data::Batch& batch, Workspace& ws, const Context&) const {
+  const Index B = batch.size;
+  const Index ns = static_cast<Index>(schema_.sparse.size());
+  const Index nd = static_cast<Index>(schema_.dense.size());
+  require(static_cast<Index>(batch.sparse.size()) == B * ns, "batch: ", batch.sparse.size(), " sparse ids, expected ",
+          B, " x ", ns, " fields");
+  require(batch.dense.numel() == B * nd, "batch: ", batch.dense.numel(), " dense values, expected ", B, " x ", nd, " fields");
+  require(batch.sequences.size() == schema_.sequences.size(), "batch: ", batch.sequences.size(),
+          " sequence fields, expected ", schema_.sequences.size());
+  MatrixView<T> x = ensure(ws.x, B, width_);
+  ws.rows.resize(static_cast<std::size_t>(ns));
+  for (Index f = 0; f < ns; ++f) {
+    auto& rows = ws.rows[f];
+    rows.resize(static_cast<std::size_t>(B));
+    const Parameter<T>& tab = *tables_[f];
+    const Index d = schema_.sparse[f].dim, off = sparse_offset_[f];
+    for (Index b = 0; b < B; ++b) {
+      const Index r = row_of(static_cast<std::size_t>(f), batch.sparse[b * ns + f]);
+      rows[b] = r;
+      std::memcpy(x.row(b) + off, tab.value + r * d, sizeof(T) * d);
+    }
+  }
+  ws.seq_rows.resize(schema_.sequences.size());
+  ws.seq_offsets.resize(schema_.sequences.size());
+  for (std::size_t q = 0; q < schema_.sequences.size(); ++q) {
+    const auto& spec = schema_.sequences[q];
+    const auto& col = batch.sequences[q];
+    require(static_cast<Index>(col.offsets.size()) == B + 1, "sequence '", spec.name, "': offsets has ",
+            col.offsets.size(), " entries, expected batch size + 1 = ", B + 1);
+    auto& rows = ws.seq_rows[q];
+    auto& offs = ws.seq_offsets[q];
+    rows.clear();
+    offs.assign(1, 0);
+    const Index d = seq_dim_[q], off = seq_offset_[q];
+    const T* tab = seq_tables_[q]->value;
+    for (Index b = 0; b < B; ++b) {
+      const std::int64_t a = col.offsets[b], e = col.offsets[b + 1];
+      if (a < 0 || e < a || e > static_cast<std::int64_t>(col.ids.size()))
+        fail("sequence '", spec.name, "': offsets [", a, ", ", e, ") of sample ", b, " invalid for ", col.ids.size(), " ids");
+      const std::int64_t start = std::max(a, e - spec.max_len);  // keep the most recent max_len
+      T* out = x.row(b) + off;
+      std::fill(out, out + d, T(0));
+      for (std::int64_t j = start; j < e; ++j) {
+        const std::int64_t id = col.ids[static_cast<std::size_t>(j)];
+        Index r;
+        if (seq_hash_[q]) r = data::hash_id(id, seq_vocab_[q]);
+        else if (id < 0 || id >= seq_vocab_[q]) fail("sequence '", spec.name, "': id ", id, " out of range [0, ", seq_vocab_[q], ")");
+        else r = id;
+        rows.push_back(r);
+        const T* src = tab + r * d;
+        for (Index c = 0; c < d; ++c) out[c] += src[c];
+      }
+      const Index n = static_cast<Index>(e - start);
+      if (opt_.sequence_pooling == SequencePooling::mean && n > 0)
+        for (Index c = 0; c < d; ++c) out[c] /= T(n);
+      offs.push_back(static_cast<Index>(rows.size()));
+    }
+  }
+  for (Index b = 0; b < B; ++b)
+    for (Index j = 0; j < nd; ++j) {
+      const float v = batch.dense[b * nd + j];
+      if (!std::isfinite(v)) fail("dense feature '", schema_.dense[j].name, "': value ", v, " in row ", b, " is not finite");
+      x(b, dense_offset_ + j) = T(v);
+    }
+  return x;
+}
+
+template <class T>
+void FeatureEmbedder<T>::backward(MatrixView<const T> dx, Workspace& ws) const {
+  const Index B = dx.rows;
+  require_shape(dx, ws.x.dim(0), width_, "feature embedder backward dx");
+  for (std::size_t f = 0; f < tables_.size(); ++f) {
+    const Index d = schema_.sparse[f].dim, off = sparse_offset_[f];
+    auto& g = tables_[f]->sparse_grad;
+    for (Index b = 0; b < B; ++b) {
+      T* gr = g.row(ws.rows[f][b]);
+      const T* src = dx.row(b) + off;
+      for (Index c = 0; c < d; ++c) gr[c] += src[c];
+    }
+  }
+  for (std::size_t q = 0; q < seq_tables_.size(); ++q) {
+    const Index d = seq_dim_[q], off = seq_offset_[q];
+    auto& g = seq_tables_[q]->sparse_grad;
+    const auto& rows = ws.seq_rows[q];
+    const auto& offs = ws.seq_offsets[q];
+    for (Index b = 0; b < B; ++b) {
+      const Index n = offs[b + 1] - offs[b];
+      if (n == 0) continue;
+      const T scale = opt_.sequence_pooling == SequencePooling::mean ? T(1) / T(n) : T(1);
+      const T* src = dx.row(b) + off;
+      for (Index j = offs[b]; j < offs[b + 1]; ++j) {
+        T* gr = g.row(rows[j]);
+        for (Index c = 0; c < d; ++c) gr[c] += scale * src[c];
+      }
+    }
+  }
+}
+
+template class FeatureEmbedder<float>;
+template class FeatureEmbedder<double>;
+
+}  // namespace mtrank::models
