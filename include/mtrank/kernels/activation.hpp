@@ -56,7 +56,7 @@ inline void gelu_fwd_ref(const T* x, T* y, Index n) {
   constexpr double kInvSqrt2 = 0.70710678118654752440;
   for (Index i = 0; i < n; ++i) {
     double v = x[i];
-    y[i] = static_cast<T>(0.5 * v * (1.0 + std::erf(v * kInvSqrt2)));
+    y[i] = static_cast<T>(0.5 * v * std::erfc(-v * kInvSqrt2));  // erfc: no cancellation for v < 0
   }
 }
 template <class T>
@@ -64,7 +64,7 @@ inline void gelu_bwd_ref(const T* x, const T* dy, T* dx, Index n) {
   constexpr double kInvSqrt2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
   for (Index i = 0; i < n; ++i) {
     double v = x[i];
-    double cdf = 0.5 * (1.0 + std::erf(v * kInvSqrt2));
+    double cdf = 0.5 * std::erfc(-v * kInvSqrt2);
     double pdf = kInvSqrt2Pi * std::exp(-0.5 * v * v);
     dx[i] = static_cast<T>(dy[i] * (cdf + v * pdf));
   }
