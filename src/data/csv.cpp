@@ -326,7 +326,8 @@ Dataset parse_csv(std::string_view text, const std::string& source, const Featur
         y = static_cast<float>(v);
       }
       if (!std::isfinite(y))
-        fail(source, ":", line, ": ", describe(label_col[k]), ": label of task '", schema.tasks[k].name, "' is not finite");
+        fail(source, ":", line, ": ", describe(label_col[k]), ": cannot map '", cell, "' to a label for task '",
+             schema.tasks[k].name, "'");
       if (schema.tasks[k].kind == TaskKind::binary && y != 0.0f && y != 1.0f)
         fail(source, ":", line, ": ", describe(label_col[k]), ": binary task '", schema.tasks[k].name,
              "' expects a 0/1 label, got '", cell, "'");

@@ -38,7 +38,8 @@ enum class MissingPolicy { error, fill };
 struct CsvLabel {
   std::string task;    // schema task name
   std::string column;  // header name, or "#k"
-  /// Label from the (trimmed, unquoted) cell; empty = parse the cell as a float.
+  /// Label from the (trimmed, unquoted) cell; empty = parse the cell as a float. Return NaN for
+  /// a value that is not a valid label: the reader then throws naming the file, line and cell.
   std::function<float(std::string_view)> transform;
 };
 
