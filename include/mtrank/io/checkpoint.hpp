@@ -1,0 +1,57 @@
+// Training checkpoints.
+//
+// Format (version 1): a checkpoint is ONE safetensors file (see safetensors.hpp), so a single
+// atomic rename makes saving all-or-nothing: a crash leaves either the previous checkpoint or
+// the new one, never a model from one step with optimiser state from another.
+//
+//   tensors
+//     <parameter name>            every arena tensor (parameters and buffers), F32, under its
+//                                 own state_dict name, e.g. "experts.0.layers.0.weight"
+//     __optim__.<state name>      optimiser state, F32, e.g. "__optim__.adam.m.fc.weight"
+//   __metadata__ (all values are strings)
+//     "mtrank.format"       "1"
+//     "mtrank.config"       the model config, JSON text
+//     "mtrank.train_state"  the trainer's state, JSON text (step, epoch, RNG state, ...)
+//
+// Because the parameters are stored under their plain names, a checkpoint is also a valid
+// weights file: load_arena() and PyTorch (tools/safetensors_torch.py) read it directly, and
+// load_arena's strict mode skips the "__optim__." tensors only when told to (load_checkpoint
+// does). Other metadata keys are preserved by readers that do not know them.
+#pragma once
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mtrank/core/arena.hpp"
+#include "mtrank/core/tensor.hpp"
+
+namespace mtrank::io {
+
+inline constexpr const char* kCheckpointFormat = "1";
+inline constexpr const char* kOptimPrefix = "__optim__.";
+
+struct CheckpointData {
+  nlohmann::json config = nlohmann::json::object();
+  nlohmann::json train_state = nlohmann::json::object();
+  /// Optimiser state tensors, named without the "__optim__." prefix.
+  std::vector<std::pair<std::string, Tensor>> optimizer_state;
+
+  /// The optimiser tensor named `name`, or nullptr.
+  const Tensor* find_optimizer_state(const std::string& name) const;
+};
+
+/// Writes arena + optimiser state + config/train_state atomically to `path`.
+void save_checkpoint(const std::filesystem::path& path, const ParameterArena& arena, const CheckpointData& data);
+
+/// Loads every arena tensor (strict: each present with its shape, no unknown non-"__optim__."
+/// tensor), the optimiser state and the metadata. The arena is untouched when any check fails.
+CheckpointData load_checkpoint(const std::filesystem::path& path, ParameterArena& arena);
+
+/// Reads config and train_state only (no tensor data is read), e.g. to build the model first.
+/// optimizer_state is left empty.
+CheckpointData read_checkpoint_metadata(const std::filesystem::path& path);
+
+}  // namespace mtrank::io

@@ -1,0 +1,129 @@
+#include <cstring>
+
+#include "mtrank/io/atomic_file.hpp"
+#include "mtrank/io/checkpoint.hpp"
+#include "mtrank/io/safetensors.hpp"
+#include "mtrank/nn/mlp.hpp"
+#include "testing.hpp"
+
+using namespace mtrank;
+using namespace mtrank::io;
+using Catch::Contains;
+
+namespace {
+const nn::MlpOptions kOpt{.in = 4, .layers = {6, 2}, .batch_norm = true};
+
+CheckpointData sample_data(Rng& rng) {
+  CheckpointData d;
+  d.config = {{"model", "mlp"}, {"layers", {6, 2}}, {"lr", 0.01}};
+  d.train_state = {{"step", 123}, {"epoch", 2}, {"rng", {std::uint64_t(0xFFFFFFFFFFFFFFFFULL), 42}}};
+  d.optimizer_state.emplace_back("adam.m.mlp.layers.0.weight", testing::random_tensor<float>(Shape{6, 4}, rng));
+  d.optimizer_state.emplace_back("adam.step", Tensor(Shape{}, 123.f));
+  return d;
+}
+
+bool same_values(const ParameterArena& a, const ParameterArena& b) {
+  for (auto& p : a.parameters()) {
+    auto* q = b.find(p.name);
+    if (!q || !(q->shape == p.shape) || std::memcmp(p.value, q->value, sizeof(float) * p.numel()) != 0) return false;
+  }
+  return a.parameters().size() == b.parameters().size();
+}
+}  // namespace
+
+TEST_CASE("Checkpoint round trip: weights, optimiser state, config and train state") {
+  auto dir = testing::temp_dir("ckpt_roundtrip");
+  Rng rng(9);
+  ParameterArena src(1);
+  nn::Mlp<float> a(src, "mlp", kOpt);
+  CheckpointData d = sample_data(rng);
+  save_checkpoint(dir / "c.safetensors", src, d);
+
+  CheckpointData meta = read_checkpoint_metadata(dir / "c.safetensors");
+  CHECK(meta.config == d.config);
+  CHECK(meta.train_state == d.train_state);
+  CHECK(meta.train_state["rng"][0].get<std::uint64_t>() == 0xFFFFFFFFFFFFFFFFULL);
+  CHECK(meta.optimizer_state.empty());
+
+  ParameterArena dst(2);
+  nn::Mlp<float> b(dst, "mlp", kOpt);
+  CHECK_FALSE(same_values(src, dst));
+  CheckpointData got = load_checkpoint(dir / "c.safetensors", dst);
+  CHECK(same_values(src, dst));
+  CHECK(got.config == d.config);
+  CHECK(got.train_state == d.train_state);
+  REQUIRE(got.optimizer_state.size() == 2);
+  for (auto& [name, t] : d.optimizer_state) {
+    INFO(name);
+    const Tensor* g = got.find_optimizer_state(name);
+    REQUIRE(g);
+    CHECK(g->shape() == t.shape());
+    CHECK(std::memcmp(g->data(), t.data(), sizeof(float) * t.numel()) == 0);
+  }
+  CHECK(got.find_optimizer_state("nope") == nullptr);
+
+  // The checkpoint is a plain safetensors file with documented names and metadata.
+  auto f = SafetensorsFile::load(dir / "c.safetensors");
+  CHECK(f.metadata().at("mtrank.format") == "1");
+  CHECK(f.contains("mlp.layers.0.weight"));
+  CHECK(f.contains("__optim__.adam.step"));
+  CHECK(nlohmann::json::parse(f.metadata().at("mtrank.config")) == d.config);
+}
+
+TEST_CASE("A failed checkpoint save leaves the previous checkpoint loadable") {
+  auto dir = testing::temp_dir("ckpt_atomic");
+  Rng rng(3);
+  ParameterArena v1(1);
+  nn::Mlp<float> a(v1, "mlp", kOpt);
+  save_checkpoint(dir / "c.safetensors", v1, sample_data(rng));
+  ParameterArena v2(2);
+  nn::Mlp<float> b(v2, "mlp", kOpt);
+  CheckpointData d2 = sample_data(rng);
+  d2.train_state["step"] = 999;
+  for (auto step : {AtomicWriteStep::write, AtomicWriteStep::fsync, AtomicWriteStep::rename}) {
+    inject_atomic_write_fault(step);
+    CHECK_THROWS_AS(save_checkpoint(dir / "c.safetensors", v2, d2), Error);
+  }
+  ParameterArena back(3);
+  nn::Mlp<float> c(back, "mlp", kOpt);
+  CheckpointData got = load_checkpoint(dir / "c.safetensors", back);
+  CHECK(got.train_state["step"] == 123);
+  CHECK(same_values(back, v1));
+}
+
+TEST_CASE("Checkpoint errors: not a checkpoint, wrong format, bad metadata JSON, wrong model") {
+  auto dir = testing::temp_dir("ckpt_errors");
+  Rng rng(5);
+  ParameterArena src(1);
+  nn::Mlp<float> a(src, "mlp", kOpt);
+
+  save_arena(dir / "weights.safetensors", src);
+  CHECK_THROWS_WITH(read_checkpoint_metadata(dir / "weights.safetensors"),
+                    Contains("weights.safetensors") && Contains("not an mtrank checkpoint") && Contains("mtrank.format"));
+
+  auto write_with_metadata = [&](const std::string& name, std::map<std::string, std::string> md) {
+    SafetensorsWriter w;
+    add_arena(w, src);
+    for (auto& [k, v] : md) w.set_metadata(k, v);
+    w.save(dir / name);
+    return dir / name;
+  };
+  CHECK_THROWS_WITH(read_checkpoint_metadata(write_with_metadata(
+                        "v2.safetensors", {{"mtrank.format", "2"}, {"mtrank.config", "{}"}, {"mtrank.train_state", "{}"}})),
+                    Contains("checkpoint format \"2\" is not supported"));
+  CHECK_THROWS_WITH(read_checkpoint_metadata(write_with_metadata(
+                        "badjson.safetensors", {{"mtrank.format", "1"}, {"mtrank.config", "{\"a\": "}, {"mtrank.train_state", "{}"}})),
+                    Contains("metadata \"mtrank.config\": invalid JSON"));
+
+  save_checkpoint(dir / "c.safetensors", src, sample_data(rng));
+  ParameterArena wrong(2);
+  nn::Mlp<float> b(wrong, "mlp", {.in = 4, .layers = {5, 2}, .batch_norm = true});
+  const float before = wrong.at("mlp.layers.1.weight").value[0];
+  CHECK_THROWS_WITH(load_checkpoint(dir / "c.safetensors", wrong),
+                    Contains("tensor 'mlp.layers.0.weight': shape [6, 4] in file, [5, 4] in model"));
+  CHECK(wrong.at("mlp.layers.1.weight").value[0] == before);
+
+  ParameterArena fewer(3);
+  fewer.add("mlp.layers.0.weight", Shape{6, 4});
+  CHECK_THROWS_WITH(load_checkpoint(dir / "c.safetensors", fewer), Contains("match no model parameter"));
+}
