@@ -37,6 +37,8 @@
 // only by fused multiply-adds (weighted bags), i.e. |simd - ref| <= 2 * len * 2^-24 * sum_j |w_j x_j|.
 #pragma once
 #include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "mtrank/core/arena.hpp"
 #include "mtrank/core/cpu.hpp"
