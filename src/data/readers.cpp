@@ -310,7 +310,7 @@ TrainTest read_movielens_100k(const std::filesystem::path& dir, const MovieLensO
   });
   const Index N = static_cast<Index>(ratings.size());
   // Split: each user's last test_per_user ratings (all of them go to test if fewer).
-  std::vector<char> is_test(static_cast<std::size_t>(N), 0);
+  std::vector<std::uint8_t> is_test(static_cast<std::size_t>(N), 0);
   for (Index b = 0; b < N;) {
     Index e = b;
     while (e < N && ratings[e].user == ratings[b].user) ++e;
