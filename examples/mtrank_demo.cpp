@@ -23,6 +23,7 @@ namespace {
 
 json with_type(json j, const std::string& type) {
   j["type"] = type;
+  j["dot_interactions"] = true;
   return j;
 }
 
@@ -31,7 +32,7 @@ json default_model(const std::string& type) {
   if (type == "shared_bottom" || type == "dnn")
     return with_type(json::parse(R"({"bottom": {"layers": [128, 64]}, "tower": {"hidden": [32]}})"), type);
   if (type == "mmoe")
-    return json::parse(R"({"type": "mmoe", "num_experts": 4, "expert": {"layers": [128, 64]}, "tower": {"hidden": [32]}})");
+    return with_type(json::parse(R"({"num_experts": 4, "expert": {"layers": [128, 64]}, "tower": {"hidden": [32]}})"), type);
   if (type == "ple" || type == "cgc")
     return with_type(json::parse(R"({"levels": [{"num_task_experts": 1, "num_shared_experts": 2, "expert": {"layers": [128, 64]}},
                                       {"num_task_experts": 1, "num_shared_experts": 2, "expert": {"layers": [64]}}],
@@ -56,7 +57,7 @@ int usage() {
 
 int main(int argc, char** argv) try {
   std::string model_type = "mmoe", config_path, metrics_path, checkpoint_path;
-  mtrank::Index epochs = 3, impressions = 200000;
+  mtrank::Index epochs = 3, impressions = 500000;
   std::uint64_t seed = 42;
   for (int i = 1; i < argc; ++i) {
     auto next = [&]() -> std::string {

@@ -224,7 +224,7 @@ std::unique_ptr<Model> build_model(const json& config) {
     for (auto& t : model_types()) list += (list.empty() ? "" : ", ") + t;
     fail(p, ".type: unknown model type \"", type, "\" (expected one of: ", list, ")");
   }
-  io::reject_unknown_keys(m, {"type", "sequence_pooling", "embedding_init_std", "output", "tower", "bottom", "num_experts",
+  io::reject_unknown_keys(m, {"type", "sequence_pooling", "embedding_init_std", "dot_interactions", "output", "tower", "bottom", "num_experts",
                               "expert", "gate", "levels", "stages", "task_subnet", "code"},
                           p);
   const std::string pooling = get_optional<std::string>(m, "sequence_pooling", p, "\"mean\" or \"sum\"", "mean");
@@ -234,6 +234,7 @@ std::unique_ptr<Model> build_model(const json& config) {
   const double init_std = get_optional<double>(m, "embedding_init_std", p, "a positive number", 1e-4);
   if (!(init_std > 0)) fail(p, ".embedding_init_std: expected a positive number, got ", init_std);
   c.emb.embedding_init = Init::normal(0.0, init_std);
+  c.emb.dot_interactions = get_optional<bool>(m, "dot_interactions", p, "a boolean", false);
   const std::string output = get_optional<std::string>(m, "output", p, "\"none\" or \"esmm\"", type == "esmm" ? "esmm" : "none");
   if (output == "none") c.transform = OutputTransform::none;
   else if (output == "esmm") c.transform = OutputTransform::esmm;

@@ -35,7 +35,16 @@ FeatureEmbedder<T>::FeatureEmbedder(ParameterArenaT<T>& arena, std::string_view 
     col += seq_dim_.back();
   }
   dense_offset_ = col;
-  width_ = col + static_cast<Index>(schema_.dense.size());
+  inter_offset_ = col + static_cast<Index>(schema_.dense.size());
+  width_ = inter_offset_;
+  if (opt_.dot_interactions) {
+    for (std::size_t i = 0; i < schema_.sparse.size(); ++i) vec_.push_back({sparse_offset_[i], schema_.sparse[i].dim});
+    for (std::size_t j = 0; j < schema_.sequences.size(); ++j) vec_.push_back({seq_offset_[j], seq_dim_[j]});
+    // Inner products need equal widths; pairs of different widths are skipped.
+    for (std::size_t a = 0; a < vec_.size(); ++a)
+      for (std::size_t b = a + 1; b < vec_.size(); ++b)
+        if (vec_[a].second == vec_[b].second) ++width_;
+  }
 }
 
 template <class T>
@@ -111,6 +120,18 @@ MatrixView<const T> FeatureEmbedder<T>::forward(const data::Batch& batch, Worksp
       if (!std::isfinite(v)) fail("dense feature '", schema_.dense[j].name, "': value ", v, " in row ", b, " is not finite");
       x(b, dense_offset_ + j) = T(v);
     }
+  if (opt_.dot_interactions)
+    for (Index b = 0; b < B; ++b) {
+      T* xr = x.row(b);
+      Index c = inter_offset_;
+      for (std::size_t i = 0; i < vec_.size(); ++i)
+        for (std::size_t j = i + 1; j < vec_.size(); ++j) {
+          if (vec_[i].second != vec_[j].second) continue;
+          T dot = 0;
+          for (Index k = 0; k < vec_[i].second; ++k) dot += xr[vec_[i].first + k] * xr[vec_[j].first + k];
+          xr[c++] = dot;
+        }
+    }
   return x;
 }
 
@@ -118,12 +139,32 @@ template <class T>
 void FeatureEmbedder<T>::backward(MatrixView<const T> dx, Workspace& ws) const {
   const Index B = dx.rows;
   require_shape(dx, ws.x.dim(0), width_, "feature embedder backward dx");
+  MatrixView<const T> g_in = dx;
+  if (opt_.dot_interactions) {
+    // d(x_i . x_j) flows back into both vectors; fold it into a copy of dx.
+    MatrixView<T> g = ensure(ws.dx, B, width_);
+    copy(dx, g);
+    const MatrixView<const T> x = ws.x.matrix();
+    for (Index b = 0; b < B; ++b) {
+      Index c = inter_offset_;
+      for (std::size_t i = 0; i < vec_.size(); ++i)
+        for (std::size_t j = i + 1; j < vec_.size(); ++j) {
+          if (vec_[i].second != vec_[j].second) continue;
+          const T d = dx(b, c++);
+          for (Index k = 0; k < vec_[i].second; ++k) {
+            g(b, vec_[i].first + k) += d * x(b, vec_[j].first + k);
+            g(b, vec_[j].first + k) += d * x(b, vec_[i].first + k);
+          }
+        }
+    }
+    g_in = g;
+  }
   for (std::size_t f = 0; f < tables_.size(); ++f) {
     const Index d = schema_.sparse[f].dim, off = sparse_offset_[f];
     auto& g = tables_[f]->sparse_grad;
     for (Index b = 0; b < B; ++b) {
       T* gr = g.row(ws.rows[f][b]);
-      const T* src = dx.row(b) + off;
+      const T* src = g_in.row(b) + off;
       for (Index c = 0; c < d; ++c) gr[c] += src[c];
     }
   }
@@ -136,7 +177,7 @@ void FeatureEmbedder<T>::backward(MatrixView<const T> dx, Workspace& ws) const {
       const Index n = offs[b + 1] - offs[b];
       if (n == 0) continue;
       const T scale = opt_.sequence_pooling == SequencePooling::mean ? T(1) / T(n) : T(1);
-      const T* src = dx.row(b) + off;
+      const T* src = g_in.row(b) + off;
       for (Index j = offs[b]; j < offs[b + 1]; ++j) {
         T* gr = g.row(rows[j]);
         for (Index c = 0; c < d; ++c) gr[c] += scale * src[c];

@@ -5,6 +5,10 @@
 // (e.g. click_seq shares item_id's), and is pooled by mean or sum over its most recent max_len
 // ids (an empty sequence pools to zeros). Ids are hashed or range-checked per the schema; NaN/Inf
 // dense values are rejected with an error naming the field and row.
+// With `dot_interactions` (DLRM, Naumov et al. 2019), the pairwise inner products of all
+// embedding vectors (sparse fields and pooled sequences) are appended after the dense block:
+// an MLP on concatenated embeddings learns inner products poorly, and user x item affinity is
+// exactly such a product.
 #pragma once
 #include <string>
 #include <string_view>
@@ -21,6 +25,7 @@ enum class SequencePooling { mean, sum };
 struct FeatureEmbedderOptions {
   SequencePooling sequence_pooling = SequencePooling::mean;
   Init embedding_init = Init::embedding_default();
+  bool dot_interactions = false;
 };
 
 template <class T = float>
@@ -28,7 +33,7 @@ class FeatureEmbedder {
  public:
   using Scalar = T;
   struct Workspace {
-    TensorT<T> x;                          // [B, out_features]
+    TensorT<T> x, dx;                      // [B, out_features]
     std::vector<std::vector<Index>> rows;  // per sparse field: table row per sample
     std::vector<std::vector<Index>> seq_rows, seq_offsets;  // per sequence field (truncated)
   };
@@ -57,6 +62,8 @@ class FeatureEmbedder {
   std::vector<Parameter<T>*> seq_tables_;  // per sequence field
   std::vector<Index> sparse_offset_, seq_offset_, seq_dim_;
   std::vector<bool> seq_hash_;
+  std::vector<std::pair<Index, Index>> vec_;  // (offset, width) of every embedding vector in x
+  Index inter_offset_ = 0;
   std::vector<Index> seq_vocab_;
   Index dense_offset_ = 0, width_ = 0;
 };
