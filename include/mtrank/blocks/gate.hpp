@@ -11,17 +11,22 @@
 //
 // Parameters: "<prefix>.weight" [E, in], "<prefix>.bias" [E].
 //
-// Note: the mixture and softmax loops are written here in plain C++; when the kernels family
-// include/mtrank/kernels/{mixture,softmax}.hpp lands, these helpers should forward to it.
+// The softmax and the mixture run on the kernel families kernels/softmax.hpp and
+// kernels/mixture.hpp (dispatched AVX-512 / AVX2 / ref for float; the _ref templates for double).
+// Top-k is a mask over the logits handed to the masked softmax kernel.
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 #include <numeric>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "mtrank/blocks/backbone.hpp"
+#include "mtrank/kernels/mixture.hpp"
+#include "mtrank/kernels/softmax.hpp"
 #include "mtrank/nn/linear.hpp"
 
 namespace mtrank::blocks {
@@ -41,7 +46,8 @@ class SoftmaxGate {
   struct Workspace {
     typename nn::Linear<T>::Workspace linear;
     TensorT<T> g, dz;
-    std::vector<Index> order;  // scratch for top-k selection
+    std::vector<Index> order;         // scratch for top-k selection
+    std::vector<std::uint8_t> mask;   // top-k: kept entries
   };
 
   SoftmaxGate() = default;
@@ -59,36 +65,25 @@ class SoftmaxGate {
     MatrixView<const T> logits = linear_.forward(x, ws.linear, ctx);
     MatrixView<T> g = ensure(ws.g, x.rows, opt_.num_experts);
     const Index E = opt_.num_experts;
-    const double inv_t = 1.0 / opt_.temperature;
     const bool sparse = opt_.top_k > 0 && opt_.top_k < E;
-    ws.order.resize(static_cast<std::size_t>(E));
-    for (Index b = 0; b < x.rows; ++b) {
-      const T* z = logits.row(b);
-      T* gb = g.row(b);
-      if (sparse) {
+    const std::uint8_t* mask = nullptr;
+    if (sparse) {
+      ws.mask.assign(static_cast<std::size_t>(x.rows * E), 0);
+      ws.order.resize(static_cast<std::size_t>(E));
+      for (Index b = 0; b < x.rows; ++b) {
+        const T* z = logits.row(b);
         std::iota(ws.order.begin(), ws.order.end(), Index(0));
         std::partial_sort(ws.order.begin(), ws.order.begin() + opt_.top_k, ws.order.end(),
                           [&](Index a, Index c) { return z[a] > z[c] || (z[a] == z[c] && a < c); });
-        std::fill(gb, gb + E, T(0));
-        double mx = z[ws.order[0]] * inv_t, sum = 0;
-        for (Index i = 0; i < opt_.top_k; ++i) {
-          const Index e = ws.order[static_cast<std::size_t>(i)];
-          const double v = std::exp(z[e] * inv_t - mx);
-          gb[e] = static_cast<T>(v);
-          sum += v;
-        }
-        for (Index i = 0; i < opt_.top_k; ++i) {
-          const Index e = ws.order[static_cast<std::size_t>(i)];
-          gb[e] = static_cast<T>(gb[e] / sum);
-        }
-      } else {
-        double mx = z[0] * inv_t;
-        for (Index e = 1; e < E; ++e) mx = std::max(mx, double(z[e]) * inv_t);
-        double sum = 0;
-        for (Index e = 0; e < E; ++e) sum += std::exp(z[e] * inv_t - mx);
-        for (Index e = 0; e < E; ++e) gb[e] = static_cast<T>(std::exp(z[e] * inv_t - mx) / sum);
+        for (Index i = 0; i < opt_.top_k; ++i) ws.mask[static_cast<std::size_t>(b * E + ws.order[i])] = 1;
       }
+      mask = ws.mask.data();
     }
+    const T t = static_cast<T>(opt_.temperature);
+    if constexpr (std::is_same_v<T, float>)
+      kernels::softmax_kernels().f32_softmax(x.rows, E, logits.data, logits.stride, t, mask, E, g.data, g.stride);
+    else
+      kernels::softmax_ref<T>(x.rows, E, logits.data, logits.stride, t, mask, E, g.data, g.stride);
     return g;
   }
 
@@ -97,14 +92,12 @@ class SoftmaxGate {
     MatrixView<const T> g = ws.g.matrix();
     require_shape(dg, g.rows, g.cols, "softmax gate backward dg");
     MatrixView<T> dz = ensure(ws.dz, g.rows, g.cols);
-    const T inv_t = static_cast<T>(1.0 / opt_.temperature);
-    for (Index b = 0; b < g.rows; ++b) {
-      const T* gb = g.row(b);
-      const T* d = dg.row(b);
-      T dot = 0;
-      for (Index e = 0; e < g.cols; ++e) dot += gb[e] * d[e];
-      for (Index e = 0; e < g.cols; ++e) dz(b, e) = gb[e] * (d[e] - dot) * inv_t;
-    }
+    const T t = static_cast<T>(opt_.temperature);
+    if constexpr (std::is_same_v<T, float>)
+      kernels::softmax_kernels().f32_softmax_backward(g.rows, g.cols, g.data, g.stride, dg.data, dg.stride, t, dz.data,
+                                                      dz.stride);
+    else
+      kernels::softmax_backward_ref<T>(g.rows, g.cols, g.data, g.stride, dg.data, dg.stride, t, dz.data, dz.stride);
     return linear_.backward(dz, ws.linear, need_dx);
   }
 
@@ -119,19 +112,33 @@ class SoftmaxGate {
   nn::Linear<T> linear_;
 };
 
-/// m[b, :] = sum_e g[b, e] f[e][b, :]. Every f[e] is [B, h]; rows with g == 0 are skipped.
+namespace detail {
+template <class V>
+bool common_stride(const std::vector<V>& v) {
+  for (const auto& m : v)
+    if (m.stride != v[0].stride) return false;
+  return true;
+}
+}  // namespace detail
+
+/// m[b, :] = sum_e g[b, e] f[e][b, :]. Every f[e] is [B, h] (kernels/mixture.hpp).
 template <class T>
 void mixture_forward(MatrixView<const T> g, const std::vector<MatrixView<const T>>& f, MatrixView<T> m) {
   require(static_cast<Index>(f.size()) == g.cols, "mixture: ", f.size(), " experts but gate width ", g.cols);
-  for (Index b = 0; b < m.rows; ++b) {
-    T* mb = m.row(b);
-    std::fill(mb, mb + m.cols, T(0));
-    for (Index e = 0; e < g.cols; ++e) {
-      const T w = g(b, e);
-      if (w == T(0)) continue;
-      const T* fb = f[static_cast<std::size_t>(e)].row(b);
-      for (Index c = 0; c < m.cols; ++c) mb[c] += w * fb[c];
-    }
+  for (const auto& fe : f) require_shape(fe, m.rows, m.cols, "mixture expert output");
+  std::vector<const T*> ptr(f.size());
+  if (detail::common_stride(f)) {
+    for (std::size_t e = 0; e < f.size(); ++e) ptr[e] = f[e].data;
+    const Index ld = f[0].stride;
+    if constexpr (std::is_same_v<T, float>)
+      kernels::mixture_kernels().f32_mixture(m.rows, g.cols, m.cols, g.data, g.stride, ptr.data(), ld, m.data, m.stride);
+    else
+      kernels::mixture_ref<T>(m.rows, g.cols, m.cols, g.data, g.stride, ptr.data(), ld, m.data, m.stride);
+    return;
+  }
+  for (Index b = 0; b < m.rows; ++b) {  // experts with different row strides
+    for (std::size_t e = 0; e < f.size(); ++e) ptr[e] = f[e].row(b);
+    kernels::mixture_ref<T>(1, g.cols, m.cols, g.row(b), g.stride, ptr.data(), 0, m.row(b), m.stride);
   }
 }
 
@@ -140,18 +147,31 @@ void mixture_forward(MatrixView<const T> g, const std::vector<MatrixView<const T
 template <class T>
 void mixture_backward(MatrixView<const T> dm, MatrixView<const T> g, const std::vector<MatrixView<const T>>& f,
                       MatrixView<T> dg, const std::vector<MatrixView<T>>& df) {
-  for (Index b = 0; b < dm.rows; ++b) {
-    const T* db = dm.row(b);
-    for (Index e = 0; e < g.cols; ++e) {
-      const T* fb = f[static_cast<std::size_t>(e)].row(b);
-      T dot = 0;
-      for (Index c = 0; c < dm.cols; ++c) dot += db[c] * fb[c];
-      dg(b, e) = dot;
-      const T w = g(b, e);
-      if (w == T(0)) continue;
-      T* dfb = df[static_cast<std::size_t>(e)].row(b);
-      for (Index c = 0; c < dm.cols; ++c) dfb[c] += w * db[c];
+  require(f.size() == df.size() && static_cast<Index>(f.size()) == g.cols, "mixture backward: ", f.size(),
+          " experts, ", df.size(), " expert gradients, gate width ", g.cols);
+  std::vector<const T*> xp(f.size());
+  std::vector<T*> dp(df.size());
+  if (detail::common_stride(f) && detail::common_stride(df)) {
+    for (std::size_t e = 0; e < f.size(); ++e) {
+      xp[e] = f[e].data;
+      dp[e] = df[e].data;
     }
+    if constexpr (std::is_same_v<T, float>)
+      kernels::mixture_kernels().f32_mixture_backward(dm.rows, g.cols, dm.cols, g.data, g.stride, xp.data(),
+                                                      f[0].stride, dm.data, dm.stride, dp.data(), df[0].stride,
+                                                      dg.data, dg.stride);
+    else
+      kernels::mixture_backward_ref<T>(dm.rows, g.cols, dm.cols, g.data, g.stride, xp.data(), f[0].stride, dm.data,
+                                       dm.stride, dp.data(), df[0].stride, dg.data, dg.stride);
+    return;
+  }
+  for (Index b = 0; b < dm.rows; ++b) {
+    for (std::size_t e = 0; e < f.size(); ++e) {
+      xp[e] = f[e].row(b);
+      dp[e] = df[e].row(b);
+    }
+    kernels::mixture_backward_ref<T>(1, g.cols, dm.cols, g.row(b), g.stride, xp.data(), 0, dm.row(b), dm.stride,
+                                     dp.data(), 0, dg.row(b), dg.stride);
   }
 }
 
