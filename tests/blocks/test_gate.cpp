@@ -155,3 +155,38 @@ TEST_CASE("Mixture helpers: forward is the gate-weighted sum, backward its adjoi
       CHECK(dg.matrix()(b, e) == Approx(s));
     }
 }
+
+TEST_CASE("Softmax gate in float (SIMD softmax kernel, top-k mask) agrees with double") {
+  for (Index top_k : {Index(0), Index(3)}) {
+    ParameterArena af(2);
+    ParameterArenaT<double> ad(2);
+    SoftmaxGateOptions opt{.in = 5, .num_experts = 7, .temperature = 0.9, .top_k = top_k};
+    SoftmaxGate<float> gf(af, "g", opt);
+    SoftmaxGate<double> gd(ad, "g", opt);
+    for (const char* n : {"g.weight", "g.bias"}) {
+      auto& pf = af.at(n);
+      auto& pd = ad.at(n);
+      for (Index i = 0; i < pf.numel(); ++i) pd.value[i] = pf.value[i];
+    }
+    Rng rng(3);
+    TensorT<double> xd = random_tensor<double>(Shape{9, 5}, rng);
+    Tensor xf(Shape{9, 5});
+    for (Index i = 0; i < xd.numel(); ++i) xf[i] = static_cast<float>(xd[i]);
+    SoftmaxGate<float>::Workspace wf;
+    SoftmaxGate<double>::Workspace wd;
+    auto yf = gf.forward(xf.matrix(), wf);
+    auto yd = gd.forward(xd.matrix(), wd);
+    TensorT<double> dgd = random_tensor<double>(Shape{9, 7}, rng);
+    Tensor dgf(Shape{9, 7});
+    for (Index i = 0; i < dgd.numel(); ++i) dgf[i] = static_cast<float>(dgd[i]);
+    auto dxf = gf.backward(dgf.matrix(), wf);
+    auto dxd = gd.backward(dgd.matrix(), wd);
+    for (Index b = 0; b < 9; ++b) {
+      for (Index e = 0; e < 7; ++e) {
+        CHECK(yf(b, e) == Approx(yd(b, e)).margin(1e-6));
+        CHECK((yf(b, e) == 0.0f) == (yd(b, e) == 0.0));
+      }
+      for (Index i = 0; i < 5; ++i) CHECK(dxf(b, i) == Approx(dxd(b, i)).margin(1e-5));
+    }
+  }
+}
