@@ -16,8 +16,9 @@ using io::get_optional;
 using io::get_required;
 using io::json;
 
-void Model::predict(const data::Batch& batch, Workspace& ws, Mat out) const {
-  ConstMat y = serve(batch, ws);
+void Model::predict(const data::Batch& batch, Workspace& ws, Mat out) const { to_predictions(serve(batch, ws), out); }
+
+void Model::to_predictions(ConstMat y, Mat out) const {
   require_shape(out, y.rows, y.cols, "Model::predict output");
   for (Index b = 0; b < y.rows; ++b)
     for (Index k = 0; k < y.cols; ++k) {

@@ -57,6 +57,15 @@ Index FeatureEmbedder<T>::row_of(std::size_t field, std::int64_t id) const {
 
 template <class T>
 MatrixView<const T> FeatureEmbedder<T>::forward(const data::Batch& batch, Workspace& ws, const Context&) const {
+  MatrixView<T> x = ensure(ws.x, batch.size, width_);
+  forward_fields(batch, FieldSelection{}, x, ws);
+  fill_interactions(x);
+  return x;
+}
+
+template <class T>
+void FeatureEmbedder<T>::forward_fields(const data::Batch& batch, const FieldSelection& sel, MatrixView<T> x,
+                                        Workspace& ws) const {
   const Index B = batch.size;
   const Index ns = static_cast<Index>(schema_.sparse.size());
   const Index nd = static_cast<Index>(schema_.dense.size());
@@ -65,9 +74,11 @@ MatrixView<const T> FeatureEmbedder<T>::forward(const data::Batch& batch, Worksp
   require(batch.dense.numel() == B * nd, "batch: ", batch.dense.numel(), " dense values, expected ", B, " x ", nd, " fields");
   require(batch.sequences.size() == schema_.sequences.size(), "batch: ", batch.sequences.size(),
           " sequence fields, expected ", schema_.sequences.size());
-  MatrixView<T> x = ensure(ws.x, B, width_);
+  require_shape(x, B, width_, "feature embedder output");
+  auto selected = [](const std::vector<bool>& v, std::size_t i) { return v.empty() || v[i]; };
   ws.rows.resize(static_cast<std::size_t>(ns));
   for (Index f = 0; f < ns; ++f) {
+    if (!selected(sel.sparse, static_cast<std::size_t>(f))) continue;
     auto& rows = ws.rows[f];
     rows.resize(static_cast<std::size_t>(B));
     const Parameter<T>& tab = *tables_[f];
@@ -81,6 +92,7 @@ MatrixView<const T> FeatureEmbedder<T>::forward(const data::Batch& batch, Worksp
   ws.seq_rows.resize(schema_.sequences.size());
   ws.seq_offsets.resize(schema_.sequences.size());
   for (std::size_t q = 0; q < schema_.sequences.size(); ++q) {
+    if (!selected(sel.sequences, q)) continue;
     const auto& spec = schema_.sequences[q];
     const auto& col = batch.sequences[q];
     require(static_cast<Index>(col.offsets.size()) == B + 1, "sequence '", spec.name, "': offsets has ",
@@ -114,25 +126,30 @@ MatrixView<const T> FeatureEmbedder<T>::forward(const data::Batch& batch, Worksp
       offs.push_back(static_cast<Index>(rows.size()));
     }
   }
-  for (Index b = 0; b < B; ++b)
-    for (Index j = 0; j < nd; ++j) {
+  for (Index j = 0; j < nd; ++j) {
+    if (!selected(sel.dense, static_cast<std::size_t>(j))) continue;
+    for (Index b = 0; b < B; ++b) {
       const float v = batch.dense[b * nd + j];
       if (!std::isfinite(v)) fail("dense feature '", schema_.dense[j].name, "': value ", v, " in row ", b, " is not finite");
       x(b, dense_offset_ + j) = T(v);
     }
-  if (opt_.dot_interactions)
-    for (Index b = 0; b < B; ++b) {
-      T* xr = x.row(b);
-      Index c = inter_offset_;
-      for (std::size_t i = 0; i < vec_.size(); ++i)
-        for (std::size_t j = i + 1; j < vec_.size(); ++j) {
-          if (vec_[i].second != vec_[j].second) continue;
-          T dot = 0;
-          for (Index k = 0; k < vec_[i].second; ++k) dot += xr[vec_[i].first + k] * xr[vec_[j].first + k];
-          xr[c++] = dot;
-        }
-    }
-  return x;
+  }
+}
+
+template <class T>
+void FeatureEmbedder<T>::fill_interactions(MatrixView<T> x) const {
+  if (!opt_.dot_interactions) return;
+  for (Index b = 0; b < x.rows; ++b) {
+    T* xr = x.row(b);
+    Index c = inter_offset_;
+    for (std::size_t i = 0; i < vec_.size(); ++i)
+      for (std::size_t j = i + 1; j < vec_.size(); ++j) {
+        if (vec_[i].second != vec_[j].second) continue;
+        T dot = 0;
+        for (Index k = 0; k < vec_[i].second; ++k) dot += xr[vec_[i].first + k] * xr[vec_[j].first + k];
+        xr[c++] = dot;
+      }
+  }
 }
 
 template <class T>

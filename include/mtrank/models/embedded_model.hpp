@@ -45,7 +45,16 @@ class EmbeddedModel final : public Model {
 
   ConstMat forward(const data::Batch& batch, Model::Workspace& base, const Context& ctx) const override {
     auto& ws = static_cast<Work&>(base);
-    ConstMat x = embedder_.forward(batch, ws.emb, ctx);
+    return head(embedder_.forward(batch, ws.emb, ctx), ws, ctx);
+  }
+
+  const FeatureEmbedder<float>* feature_embedder() const override { return &embedder_; }
+  ConstMat serve_embedded(ConstMat x, Model::Workspace& base) const override {
+    return head(x, static_cast<Work&>(base), Context::inference());
+  }
+
+  /// The net and the output transform on an embedded input x [B, embedder width].
+  ConstMat head(ConstMat x, Work& ws, const Context& ctx) const {
     ConstMat y = net_.forward(x, ws.net, ctx);
     if (transform_ == OutputTransform::none) return y;
     Mat out = ensure(ws.out, y.rows, y.cols);

@@ -22,6 +22,11 @@ namespace mtrank::models {
 
 enum class SequencePooling { mean, sum };
 
+/// Serving hook: which fields forward_fields() fills. An empty vector selects every field of that kind.
+struct FieldSelection {
+  std::vector<bool> sparse, dense, sequences;
+};
+
 struct FeatureEmbedderOptions {
   SequencePooling sequence_pooling = SequencePooling::mean;
   Init embedding_init = Init::embedding_default();
@@ -43,6 +48,15 @@ class FeatureEmbedder {
                   FeatureEmbedderOptions opt = {});
 
   MatrixView<const T> forward(const data::Batch& batch, Workspace& ws, const Context& ctx = {}) const;
+  /// Serving hook (request scoring): fills only the columns of the selected fields in x [B,
+  /// out_features] (caller memory), leaving the other columns as they are, and computes no dot
+  /// interactions. Unselected fields of `batch` are not read (their values may be anything).
+  void forward_fields(const data::Batch& batch, const FieldSelection& sel, MatrixView<T> x, Workspace& ws) const;
+  /// Serving hook: recomputes the dot-interaction columns of x from its embedding columns (no-op without them).
+  void fill_interactions(MatrixView<T> x) const;
+  bool has_interactions() const { return opt_.dot_interactions; }
+  const data::FeatureSchema& schema() const { return schema_; }
+
   /// Scatters dx [B, out_features] into the tables' sparse row gradients (dense inputs get none).
   void backward(MatrixView<const T> dx, Workspace& ws) const;
 

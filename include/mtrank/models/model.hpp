@@ -11,6 +11,7 @@
 #include "mtrank/core/arena.hpp"
 #include "mtrank/core/context.hpp"
 #include "mtrank/data/batch.hpp"
+#include "mtrank/models/feature_embedder.hpp"
 
 namespace mtrank::models {
 
@@ -39,6 +40,14 @@ class Model {
 
   /// Probabilities for binary tasks (sigmoid of the logit), raw values for regression, into out [B, K].
   void predict(const data::Batch& batch, Workspace& ws, Mat out) const;
+  /// The map predict() applies to serve() outputs: y [B, K] -> out [B, K].
+  void to_predictions(ConstMat y, Mat out) const;
+
+  /// Serving hooks (serve/predictor.hpp scores one user's candidates with the user-side features
+  /// embedded once). feature_embedder(): the embedder the model starts with, or nullptr when it
+  /// has none; serve_embedded(x): serve() on an input already embedded by it, x [B, width].
+  virtual const FeatureEmbedder<float>* feature_embedder() const { return nullptr; }
+  virtual ConstMat serve_embedded(ConstMat x, Workspace& ws) const { fail("model: serve_embedded() is not supported"); }
 
   ParameterArena& arena() { return arena_; }
   const ParameterArena& arena() const { return arena_; }
