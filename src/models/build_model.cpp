@@ -210,7 +210,7 @@ std::vector<std::string> model_types() {
 }
 
 std::unique_ptr<Model> build_model(const json& config) {
-  io::reject_unknown_keys(config, {"name", "schema", "model", "seed", "trainer", "optimizer", "data"}, "config");
+  io::reject_unknown_keys(config, {"name", "schema", "model", "seed", "trainer", "optimizer", "data", "serving"}, "config");
   if (!config.contains("schema")) fail("config.schema: missing (expected the feature schema object)");
   Common c;
   c.schema = config["schema"].get<data::FeatureSchema>();
