@@ -110,7 +110,7 @@ TEST_CASE("Fuzz: mutated safetensors files parse or throw mtrank::Error") {
 
   // The file-backed reader (pread path) sees the same inputs through the filesystem.
   auto dir = testing::temp_dir("fuzz_st");
-  Outcome od = fuzz(base, 300, 202, [&](const std::string& m) {
+  Outcome od = fuzz(base, 100, 202, [&](const std::string& m) {
     std::ofstream(dir / "f.safetensors", std::ios::binary | std::ios::trunc).write(m.data(), static_cast<std::streamsize>(m.size()));
     exercise(SafetensorsFile::load(dir / "f.safetensors"));
   });
@@ -131,6 +131,17 @@ TEST_CASE("Fuzz: mutated FeatureSchema JSON parses or throws mtrank::Error") {
     data::FeatureSchema back;
     data::from_json(parse_json(base, "schema"), back);
     REQUIRE(back.sparse.size() == 2);
+  }
+  // Inputs random flips rarely produce: numbers nlohmann cannot represent, or floats where
+  // integers belong (a plain float->int cast would be undefined behaviour or truncate).
+  for (const char* bad : {R"({"tasks": [{"name": "a"}], "num_scenes": 1e999})",
+                          R"({"tasks": [{"name": "a"}], "num_scenes": 1e300})",
+                          R"({"tasks": [{"name": "a"}], "num_scenes": 2.5})",
+                          R"({"sparse": [{"name": "u", "vocab": -1e30}], "tasks": [{"name": "a"}]})",
+                          R"({"sparse": [{"name": "u", "vocab": 18446744073709551615}], "tasks": [{"name": "a"}]})"}) {
+    INFO(bad);
+    data::FeatureSchema out;
+    CHECK_THROWS_AS(data::from_json(parse_json(bad, "schema"), out), Error);
   }
   Outcome o = fuzz(base, 5000, 303, [](const std::string& m) {
     data::FeatureSchema out;

@@ -1,6 +1,7 @@
 // Helpers for reading JSON configs with errors that name the path and the expectation.
 #pragma once
 #include <string>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -10,12 +11,23 @@ namespace mtrank::io {
 
 using json = nlohmann::json;
 
+namespace detail {
+// nlohmann converts a float to an integer with a plain cast: 2.5 would silently become 2 and
+// 1e300 is undefined behaviour. Integer fields therefore require a JSON integer.
+template <class T>
+bool json_kind_ok(const json& v) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) return v.is_number_integer();
+  else return true;
+}
+}  // namespace detail
+
 /// j[key] as T; throws "path.key: missing (expected <what>)" or "path.key: expected <what>".
 template <class T>
 T get_required(const json& j, const std::string& key, const std::string& path, const char* what) {
   if (!j.is_object()) fail(path, ": expected an object");
   auto it = j.find(key);
   if (it == j.end()) fail(path, ".", key, ": missing (expected ", what, ")");
+  if (!detail::json_kind_ok<T>(*it)) fail(path, ".", key, ": expected ", what, ", got ", it->dump());
   try {
     return it->template get<T>();
   } catch (const nlohmann::json::exception&) {
@@ -28,6 +40,7 @@ T get_optional(const json& j, const std::string& key, const std::string& path, c
   if (!j.is_object()) fail(path, ": expected an object");
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
+  if (!detail::json_kind_ok<T>(*it)) fail(path, ".", key, ": expected ", what, ", got ", it->dump());
   try {
     return it->template get<T>();
   } catch (const nlohmann::json::exception&) {
@@ -55,6 +68,8 @@ inline json parse_json(const std::string& text, const std::string& what) {
     return json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     fail(what, ": invalid JSON at byte ", e.byte, ": ", e.what());
+  } catch (const nlohmann::json::exception& e) {  // e.g. out_of_range 406: number overflow parsing '1e999'
+    fail(what, ": invalid JSON: ", e.what());
   }
 }
 
