@@ -31,20 +31,27 @@ void check_inputs(const char* what, std::span<const float> scores, std::span<con
 
 inline double w_at(std::span<const float> weights, Index i) { return weights.empty() ? 1.0 : double(weights[i]); }
 
-/// AUC over idx[0..n), which must be sorted by ascending score. Sweeps tie groups: each
+struct Entry {
+  float score, label, weight;
+};
+struct UserEntry {
+  std::int64_t user;
+  float score, label, weight;
+};
+
+/// AUC over [first, last), which must be sorted by ascending score. Sweeps tie groups: each
 /// positive in a group beats every negative below the group and ties (½) with the group's
 /// negatives.
-double auc_sorted(const Index* idx, Index n, std::span<const float> scores, std::span<const float> labels,
-                  std::span<const float> weights) {
+template <class It>
+double auc_sweep(It first, It last) {
   double neg_below = 0, pos_total = 0, num = 0;
-  Index i = 0;
-  while (i < n) {
-    const float s = scores[idx[i]];
+  It i = first;
+  while (i != last) {
+    const float s = i->score;
     double gp = 0, gn = 0;
-    Index j = i;
-    for (; j < n && scores[idx[j]] == s; ++j) {
-      const double w = w_at(weights, idx[j]);
-      if (labels[idx[j]] == 1.0f) gp += w; else gn += w;
+    It j = i;
+    for (; j != last && j->score == s; ++j) {
+      if (j->label == 1.0f) gp += j->weight; else gn += j->weight;
     }
     num += gp * (neg_below + 0.5 * gn);
     neg_below += gn;
@@ -55,29 +62,29 @@ double auc_sorted(const Index* idx, Index n, std::span<const float> scores, std:
   return num / (pos_total * neg_below);
 }
 
-std::vector<Index> order_by_score(std::span<const float> scores) {
-  std::vector<Index> idx(scores.size());
-  std::iota(idx.begin(), idx.end(), Index(0));
-  std::sort(idx.begin(), idx.end(), [&](Index a, Index b) { return scores[a] < scores[b]; });
-  return idx;
+double auc_unchecked(std::span<const float> scores, std::span<const float> labels, std::span<const float> weights) {
+  std::vector<Entry> e(scores.size());
+  for (std::size_t i = 0; i < e.size(); ++i) e[i] = {scores[i], labels[i], weights.empty() ? 1.0f : weights[i]};
+  std::sort(e.begin(), e.end(), [](const Entry& a, const Entry& b) { return a.score < b.score; });
+  return auc_sweep(e.begin(), e.end());
 }
 
 GaucResult gauc_unchecked(std::span<const float> scores, std::span<const float> labels,
                           std::span<const std::int64_t> users, std::span<const float> weights) {
-  std::vector<Index> idx(scores.size());
-  std::iota(idx.begin(), idx.end(), Index(0));
-  std::sort(idx.begin(), idx.end(), [&](Index a, Index b) {
-    return users[a] != users[b] ? users[a] < users[b] : scores[a] < scores[b];
+  std::vector<UserEntry> e(scores.size());
+  for (std::size_t i = 0; i < e.size(); ++i)
+    e[i] = {users[i], scores[i], labels[i], weights.empty() ? 1.0f : weights[i]};
+  std::sort(e.begin(), e.end(), [](const UserEntry& a, const UserEntry& b) {
+    return a.user != b.user ? a.user < b.user : a.score < b.score;
   });
   GaucResult r;
   double num = 0, den = 0;
-  const Index n = static_cast<Index>(idx.size());
-  Index i = 0;
-  while (i < n) {
-    Index j = i;
+  auto i = e.begin();
+  while (i != e.end()) {
+    auto j = i;
     double impressions = 0;
-    for (; j < n && users[idx[j]] == users[idx[i]]; ++j) impressions += w_at(weights, idx[j]);
-    const double a = auc_sorted(idx.data() + i, j - i, scores, labels, weights);
+    for (; j != e.end() && j->user == i->user; ++j) impressions += j->weight;
+    const double a = auc_sweep(i, j);
     if (std::isnan(a)) {
       ++r.skipped_users;
     } else {
@@ -107,8 +114,7 @@ double log_loss_unchecked(std::span<const float> probs, std::span<const float> l
 
 double auc(std::span<const float> scores, std::span<const float> labels, std::span<const float> weights) {
   check_inputs("auc", scores, labels, weights, true);
-  auto idx = order_by_score(scores);
-  return auc_sorted(idx.data(), static_cast<Index>(idx.size()), scores, labels, weights);
+  return auc_unchecked(scores, labels, weights);
 }
 
 GaucResult gauc(std::span<const float> scores, std::span<const float> labels, std::span<const std::int64_t> users,
@@ -212,8 +218,7 @@ std::vector<TaskMetrics> MetricAccumulator::compute() const {
       m.mse = se / ws;
     }
     if (m.kind == TaskKind::binary && m.count > 0) {
-      auto idx = order_by_score(c.score);
-      m.auc = auc_sorted(idx.data(), m.count, c.score, c.label, w);
+      m.auc = auc_unchecked(c.score, c.label, w);
       m.log_loss = log_loss_unchecked(c.score, c.label, w, eps_);
       if (ws > 0 && m.mean_label > 0) m.calibration = m.mean_prediction / m.mean_label;
       if (with_users_) {

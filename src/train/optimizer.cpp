@@ -103,7 +103,7 @@ Optimizer::Slot& Optimizer::slot_for(const Parameter<float>& p, bool& created) {
 void Optimizer::step(ParameterArena& arena) {
   ++step_;
   begin_step();
-  std::vector<float*> bufs;
+  std::vector<float*>& bufs = scratch_;
   for (Parameter<float>& p : arena.parameters()) {
     if (!p.trainable) continue;
     bool created = false;

@@ -165,6 +165,7 @@ class Optimizer {
   Slot& slot_for(const Parameter<float>& p, bool& created);
   std::vector<Slot> slots_;
   std::unordered_map<std::string, std::size_t> index_;
+  std::vector<float*> scratch_;  // buffer pointers for the current parameter (no per-step allocation)
 };
 
 class Sgd final : public Optimizer {
