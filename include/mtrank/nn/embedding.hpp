@@ -25,7 +25,7 @@ struct EmbeddingOptions {
   Index dim = 0;   // embedding width
   bool hash = false;
   Init init = Init::embedding_default();  // N(0, 1e-4^2)
-  std::string name;                       // used in error messages; defaults to the prefix
+  std::string name{};                     // used in error messages; defaults to the prefix
 };
 
 /// Maps raw ids to table rows (hash or range check); throws naming `name` on a bad id.

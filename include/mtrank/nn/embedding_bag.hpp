@@ -25,7 +25,7 @@ struct EmbeddingBagOptions {
   bool hash = false;
   kernels::PoolingMode mode = kernels::PoolingMode::sum;
   Init init = Init::embedding_default();
-  std::string name;  // used in error messages; defaults to the prefix
+  std::string name{};  // used in error messages; defaults to the prefix
 };
 
 template <class T = float>
