@@ -111,7 +111,10 @@ def _parse_header(buf, what):
     data_size = len(buf) - 8 - n
     spans = []
     for name, info in header.items():
-        dtype, shape, (b, e) = info["dtype"], info["shape"], info["data_offsets"]
+        try:
+            dtype, shape, (b, e) = info["dtype"], info["shape"], info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{what}: tensor {name!r}: expected dtype, shape and data_offsets [begin, end]") from None
         if dtype not in _SIZES:
             raise ValueError(f"{what}: tensor {name!r}: unknown dtype {dtype}")
         if not all(isinstance(d, int) and d >= 0 for d in shape):
