@@ -73,6 +73,14 @@ Trainer::Trainer(models::Model& model, Optimizer& optimizer, TrainerOptions opt)
     uwl_.emplace(model.arena(), "uwl", UncertaintyWeightingOptions{.num_tasks = model.num_tasks()});
   }
   loss_ = MultiTaskLoss<float>(opt_.tasks);
+  if (opt_.pcgrad) {
+    for (auto& p : model.arena().parameters()) {
+      if (!p.trainable || p.sparse) continue;
+      bool specific = false;
+      for (auto& prefix : opt_.task_specific_prefixes) specific = specific || p.name.rfind(prefix, 0) == 0;
+      if (!specific) shared_.push_back(&p);
+    }
+  }
   ws_ = model.make_workspace();
   bar_ = opt_.progress == 1 || (opt_.progress == -1 && isatty(STDERR_FILENO));
 }
@@ -92,10 +100,51 @@ double Trainer::train_step(const data::Batch& batch) {
     scale_task_gradients<float>(g, scale);
   }
   if (opt_.penalty_weight != 0) total += model_.penalty(opt_.penalty_weight);
-  model_.backward(g, *ws_);
+  if (opt_.pcgrad && model_.num_tasks() > 1 && !shared_.empty()) {
+    pcgrad_backward(g);
+  } else {
+    model_.backward(g, *ws_);
+  }
   optimizer_.step(arena);
   ++global_step_;
   return total;
+}
+
+void Trainer::pcgrad_backward(ConstMat g) {
+  // The penalty's gradient (already in the arena) belongs to no task: keep it aside.
+  const Index K = g.cols;
+  Index P = 0;
+  for (auto* p : shared_) P += p->numel();
+  Mat tg = ensure(pc_grads_, K, P);
+  std::vector<float> base(static_cast<std::size_t>(P));
+  {
+    Index o = 0;
+    for (auto* p : shared_) {
+      std::copy(p->grad, p->grad + p->numel(), base.begin() + o);
+      o += p->numel();
+    }
+  }
+  Mat gk = ensure(task_grad_, g.rows, K);
+  for (Index k = 0; k < K; ++k) {
+    for (auto* p : shared_) std::fill(p->grad, p->grad + p->numel(), 0.0f);
+    for (Index b = 0; b < g.rows; ++b)
+      for (Index j = 0; j < K; ++j) gk(b, j) = j == k ? g(b, j) : 0.0f;
+    model_.backward(gk, *ws_);  // task-specific and sparse gradients accumulate across tasks
+    Index o = 0;
+    for (auto* p : shared_) {
+      std::copy(p->grad, p->grad + p->numel(), tg.row(k) + o);
+      o += p->numel();
+    }
+  }
+  pc_out_.resize(static_cast<std::size_t>(P));
+  // Task order drawn per step, so a resumed run replays it exactly.
+  Rng order_rng = Rng(opt_.seed ^ 0x9c6a1f3b5d7e2a41ULL).fork(static_cast<std::uint64_t>(global_step_));
+  pcgrad<float>(tg, pc_out_, order_rng, pc_ws_);
+  Index o = 0;
+  for (auto* p : shared_) {
+    for (Index i = 0; i < p->numel(); ++i) p->grad[i] = base[o + i] + pc_out_[o + i];
+    o += p->numel();
+  }
 }
 
 std::pair<double, std::vector<TaskMetrics>> Trainer::evaluate(const data::Dataset& data) const {

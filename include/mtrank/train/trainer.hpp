@@ -21,6 +21,7 @@
 #include "mtrank/train/loss.hpp"
 #include "mtrank/train/metrics.hpp"
 #include "mtrank/train/optimizer.hpp"
+#include "mtrank/train/pcgrad.hpp"
 #include "mtrank/train/uwl.hpp"
 
 namespace mtrank::train {
@@ -38,6 +39,12 @@ struct TrainerOptions {
   std::vector<TaskLossSpec> tasks;
   /// Uncertainty weighting (Kendall et al.) instead of fixed λ_k; adds "uwl.log_var" to the arena.
   bool uwl = false;
+  /// PCGrad (Yu et al. 2020) on the shared dense parameters: one backward per task, conflicting
+  /// task gradients projected, then summed. Shared = trainable dense parameters whose name
+  /// starts with none of `task_specific_prefixes`; embedding tables (sparse rows) and
+  /// task-specific parameters get the plain sum of the task gradients.
+  bool pcgrad = false;
+  std::vector<std::string> task_specific_prefixes = {"towers.", "uwl."};
   /// Weight of the model's regulariser (SNR's L0 penalty).
   double penalty_weight = 1e-4;
   Index eval_batch_size = 4096;
@@ -87,6 +94,7 @@ class Trainer {
   const TrainerOptions& options() const { return opt_; }
 
  private:
+  void pcgrad_backward(ConstMat g);
   void log_progress(Index done, Index total, double loss, double rows_per_s, bool final);
   void write_json_line(const nlohmann::json& record) const;
 
@@ -96,7 +104,10 @@ class Trainer {
   MultiTaskLoss<float> loss_;
   std::optional<UncertaintyWeighting<float>> uwl_;
   std::unique_ptr<models::Model::Workspace> ws_;
-  Tensor grad_;
+  Tensor grad_, task_grad_, pc_grads_;
+  std::vector<Parameter<float>*> shared_;
+  std::vector<float> pc_out_;
+  PcGradWorkspace<float> pc_ws_;
   data::Batch batch_;
   Index epoch_ = 0;           // current epoch (0-based)
   Index step_in_epoch_ = 0;   // steps done in the current epoch
