@@ -1,0 +1,187 @@
+// Serving: an immutable, validated model shared by many threads, each scoring with its own
+// Session (the per-thread workspace), plus hot swapping of model versions.
+//
+//   auto p = serve::Predictor::from_checkpoint("model.safetensors");   // validates everything
+//   serve::Predictor::Session s;                                          // one per thread
+//   serve::Scores r = p->score(request, s);   // r.probs [N, K], r.fused [N]
+//
+// Request scoring (one user, N candidates). The schema's sparse and dense fields are split into
+// user-side fields (given once per request) and candidate fields (given per candidate) by the
+// "serving" section of the model config (or PredictorOptions::serving):
+//   {"candidate_fields": ["item_id", "category", ...], "fusion": {...}, "max_candidates": 1000}
+// Sequence fields are always user-side. For a model with a feature embedder (every model
+// build_model makes), the user-side embedding lookups, sequence pooling and dense values are
+// computed ONCE per request into one row and broadcast to the N candidate rows; only the
+// candidate fields are looked up per candidate, then the dense network runs on the N rows. The
+// result is bit-identical to score(batch) on the expanded batch (same network input, same GEMM
+// shapes). The first Linear layer is not split into W_u x_u + W_c x_c: that would need a hook in
+// every backbone (docs/serving.md).
+//
+// Fusion: the fused score per candidate is Σ_k w_k p_k ("weighted_sum") or Π_k (α_k + p_k)^β_k
+// ("product"), with per-task constants given by task name.
+//
+// Steady state: once a Session has seen the largest batch/request size, score() performs no
+// heap allocation (tests/serve checks this with a counting operator new). Outputs are
+// deterministic for a fixed intra-op thread count (mtrank::set_num_threads, default 1).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mtrank/data/batch.hpp"
+#include "mtrank/models/model.hpp"
+
+namespace mtrank::serve {
+
+struct FusionOptions {
+  enum class Kind { weighted_sum, product };
+  Kind kind = Kind::weighted_sum;
+  std::vector<double> weights;      // [K] weighted_sum
+  std::vector<double> alpha, beta;  // [K] product
+
+  /// Σ w_k p_k or Π (α_k + p_k)^β_k for one candidate's K predictions.
+  double fuse(const float* p) const;
+};
+
+/// {"type": "weighted_sum", "weights": {"<task>": w, ...}} (absent tasks: 0; no "weights": all 1)
+/// or {"type": "product", "alpha": {"<task>": a}, "beta": {"<task>": b}} (absent: α 0, β 0 = factor 1).
+/// Errors name the JSON path ("fusion.weights.clik: unknown task (expected one of: click, ...)").
+FusionOptions parse_fusion(const nlohmann::json& j, const data::FeatureSchema& schema,
+                           const std::string& path = "serving.fusion");
+
+/// How a request's fields map onto the schema.
+struct RequestLayout {
+  std::vector<Index> user_sparse, cand_sparse;  // schema sparse field indices
+  std::vector<Index> user_dense, cand_dense;    // schema dense field indices
+  models::FieldSelection user_fields, cand_fields;
+
+  /// Candidate fields by name (sparse or dense); every other sparse/dense field is user-side.
+  static RequestLayout make(const data::FeatureSchema& schema, const std::vector<std::string>& candidate_fields,
+                            const std::string& path = "serving.candidate_fields");
+};
+
+/// One user with N candidates, values in RequestLayout order. Reuse one Request per thread:
+/// clear() keeps the capacity.
+struct Request {
+  std::vector<std::int64_t> user_sparse;             // [layout.user_sparse.size()]
+  std::vector<float> user_dense;                     // [layout.user_dense.size()]
+  std::vector<std::vector<std::int64_t>> sequences;  // [schema sequences], oldest first
+  Index num_candidates = 0;
+  std::vector<std::int64_t> cand_sparse;  // [N, layout.cand_sparse.size()] row-major
+  std::vector<float> cand_dense;          // [N, layout.cand_dense.size()]
+  void clear();
+};
+
+/// The serving section: layout, fusion, limits.
+struct ServingConfig {
+  RequestLayout layout;
+  std::vector<std::string> candidate_fields;
+  FusionOptions fusion;
+  Index max_candidates = 10000;
+  Index max_sequence_length = 10000;  // ids per sequence field in a request (longer: rejected)
+};
+
+/// Parses {"candidate_fields": [...], "fusion": {...}, "max_candidates": N, "max_sequence_length": N}.
+ServingConfig parse_serving(const nlohmann::json& j, const data::FeatureSchema& schema, const std::string& path = "serving");
+
+struct PredictorOptions {
+  /// Overrides the model config's "serving" section when not null.
+  nlohmann::json serving = nullptr;
+  /// Reject models with NaN/Inf parameters (a scan of every tensor at load).
+  bool check_finite = true;
+};
+
+/// Views into the caller's Session, valid until its next use.
+struct Scores {
+  ConstMat probs;               // [B, K] probabilities (binary tasks) or values (regression)
+  std::span<const float> fused; // [B]
+};
+
+class Predictor {
+ public:
+  /// Per-thread scoring state. Binds itself to the predictor that uses it (re-binds, with
+  /// allocation, when handed to a different predictor, e.g. after a hot swap).
+  class Session {
+   public:
+    Session() = default;
+    Session(Session&&) noexcept = default;
+    Session& operator=(Session&&) noexcept = default;
+
+   private:
+    friend class Predictor;
+    std::uint64_t owner_ = 0;
+    std::unique_ptr<models::Model::Workspace> ws_;
+    models::FeatureEmbedder<float>::Workspace emb_;
+    data::Batch user_, cand_, expanded_;
+    Tensor xu_, x_, probs_;
+    std::vector<float> fused_;
+  };
+
+  /// Takes a built model (weights loaded) and validates it: serving section, finite parameters,
+  /// and one warm-up forward pass on a synthetic row.
+  Predictor(std::unique_ptr<models::Model> model, PredictorOptions options = {});
+  Predictor(const Predictor&) = delete;
+  Predictor& operator=(const Predictor&) = delete;
+
+  /// io::read_checkpoint_metadata -> models::build_model -> parameter tensors (optimiser state
+  /// and trainer-only tensors such as "uwl.*" are not read).
+  static std::shared_ptr<const Predictor> from_checkpoint(const std::filesystem::path& path, PredictorOptions options = {});
+  /// A JSON config file + a safetensors weights file (strict: every parameter, nothing else
+  /// except "__optim__."/"uwl." tensors).
+  static std::shared_ptr<const Predictor> from_files(const std::filesystem::path& config_json,
+                                                     const std::filesystem::path& weights, PredictorOptions options = {});
+
+  /// Per-task predictions for a batch (labels ignored).
+  Scores score(const data::Batch& batch, Session& session) const;
+  /// Per-task predictions for one user's candidates; user-side work is done once (see top).
+  Scores score(const Request& request, Session& session) const;
+  /// Same with a thread-local Session.
+  Scores score(const data::Batch& batch) const;
+  Scores score(const Request& request) const;
+
+  /// The batch a request stands for (user fields repeated per candidate): the reference for score(request).
+  void expand(const Request& request, data::Batch& out) const;
+  /// Throws mtrank::Error naming the offending part when the request does not fit the layout.
+  void check(const Request& request) const;
+
+  const models::Model& model() const { return *model_; }
+  const data::FeatureSchema& schema() const { return model_->schema(); }
+  const ServingConfig& serving() const { return serving_; }
+  Index num_tasks() const { return model_->num_tasks(); }
+  /// Unique per Predictor object in this process (Sessions bind to it).
+  std::uint64_t id() const { return id_; }
+
+ private:
+  void bind(Session& s) const;
+  Scores finish(ConstMat y, Session& s) const;
+
+  std::unique_ptr<models::Model> model_;
+  ServingConfig serving_;
+  std::uint64_t id_;
+};
+
+/// The currently served model version, swappable while other threads score with it. A reader
+/// takes a shared_ptr (load) and scores with that version to the end of its request, so every
+/// result comes from exactly one version; the old version is freed when its last reader is done.
+class ModelHandle {
+ public:
+  ModelHandle() = default;
+  explicit ModelHandle(std::shared_ptr<const Predictor> p) : p_(std::move(p)) {}
+  std::shared_ptr<const Predictor> load() const { return p_.load(std::memory_order_acquire); }
+  void store(std::shared_ptr<const Predictor> p) { p_.store(std::move(p), std::memory_order_release); }
+  /// Installs p and returns the previous version.
+  std::shared_ptr<const Predictor> exchange(std::shared_ptr<const Predictor> p) {
+    return p_.exchange(std::move(p), std::memory_order_acq_rel);
+  }
+
+ private:
+  std::atomic<std::shared_ptr<const Predictor>> p_;
+};
+
+}  // namespace mtrank::serve

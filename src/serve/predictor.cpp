@@ -1,0 +1,349 @@
+#include "mtrank/serve/predictor.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "mtrank/io/checkpoint.hpp"
+#include "mtrank/io/json_util.hpp"
+#include "mtrank/io/safetensors.hpp"
+
+namespace mtrank::serve {
+
+using nlohmann::json;
+
+namespace {
+
+std::atomic<std::uint64_t> next_predictor_id{1};
+
+std::string task_list(const data::FeatureSchema& s) {
+  std::string l;
+  for (auto& t : s.tasks) l += (l.empty() ? "" : ", ") + t.name;
+  return l;
+}
+
+Index task_index(const data::FeatureSchema& s, const std::string& name, const std::string& path) {
+  for (std::size_t k = 0; k < s.tasks.size(); ++k)
+    if (s.tasks[k].name == name) return static_cast<Index>(k);
+  fail(path, ": unknown task (expected one of: ", task_list(s), ")");
+}
+
+std::vector<double> per_task(const json& j, const char* key, const data::FeatureSchema& s, const std::string& path,
+                             double fallback, bool finite_only) {
+  std::vector<double> v(s.tasks.size(), fallback);
+  auto it = j.find(key);
+  if (it == j.end()) return v;
+  const std::string p = path + "." + key;
+  if (!it->is_object()) fail(p, ": expected an object {\"<task name>\": number, ...}");
+  for (auto e = it->begin(); e != it->end(); ++e) {
+    const std::string ep = p + "." + e.key();
+    const Index k = task_index(s, e.key(), ep);
+    if (!e->is_number()) fail(ep, ": expected a number, got ", e->dump());
+    const double x = e->get<double>();
+    if (finite_only && !std::isfinite(x)) fail(ep, ": expected a finite number, got ", x);
+    v[static_cast<std::size_t>(k)] = x;
+  }
+  return v;
+}
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) fail("cannot open '", p.string(), "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+io::LoadOptions serving_load_options() {
+  io::LoadOptions o;
+  o.ignore_prefixes = {io::kOptimPrefix, "uwl."};
+  return o;
+}
+
+}  // namespace
+
+// ---- fusion ----
+
+double FusionOptions::fuse(const float* p) const {
+  if (kind == Kind::weighted_sum) {
+    double s = 0;
+    for (std::size_t k = 0; k < weights.size(); ++k) s += weights[k] * p[k];
+    return s;
+  }
+  double s = 1;
+  for (std::size_t k = 0; k < alpha.size(); ++k)
+    if (beta[k] != 0.0) s *= std::pow(alpha[k] + p[k], beta[k]);
+  return s;
+}
+
+FusionOptions parse_fusion(const json& j, const data::FeatureSchema& schema, const std::string& path) {
+  FusionOptions f;
+  if (j.is_null()) {
+    f.weights.assign(schema.tasks.size(), 1.0);
+    return f;
+  }
+  if (!j.is_object()) fail(path, ": expected an object {\"type\": \"weighted_sum\" | \"product\", ...}");
+  const std::string type = io::get_optional<std::string>(j, "type", path, "\"weighted_sum\" or \"product\"", "weighted_sum");
+  if (type == "weighted_sum") {
+    io::reject_unknown_keys(j, {"type", "weights"}, path);
+    f.kind = FusionOptions::Kind::weighted_sum;
+    f.weights = per_task(j, "weights", schema, path, j.contains("weights") ? 0.0 : 1.0, true);
+  } else if (type == "product") {
+    io::reject_unknown_keys(j, {"type", "alpha", "beta"}, path);
+    f.kind = FusionOptions::Kind::product;
+    f.alpha = per_task(j, "alpha", schema, path, 0.0, true);
+    f.beta = per_task(j, "beta", schema, path, 0.0, true);
+    for (std::size_t k = 0; k < f.alpha.size(); ++k)
+      if (f.beta[k] != 0.0 && f.alpha[k] < 0.0)
+        fail(path, ".alpha.", schema.tasks[k].name, ": expected >= 0 (alpha + p must be non-negative), got ", f.alpha[k]);
+  } else {
+    fail(path, ".type: expected \"weighted_sum\" or \"product\", got \"", type, "\"");
+  }
+  return f;
+}
+
+// ---- layout, request, serving section ----
+
+RequestLayout RequestLayout::make(const data::FeatureSchema& schema, const std::vector<std::string>& candidate_fields,
+                                  const std::string& path) {
+  RequestLayout l;
+  std::vector<bool> cs(schema.sparse.size(), false), cd(schema.dense.size(), false);
+  for (std::size_t i = 0; i < candidate_fields.size(); ++i) {
+    const std::string& n = candidate_fields[i];
+    bool found = false;
+    for (std::size_t f = 0; f < schema.sparse.size(); ++f)
+      if (schema.sparse[f].name == n) {
+        if (cs[f]) fail(path, "[", i, "]: field '", n, "' listed twice");
+        cs[f] = found = true;
+      }
+    for (std::size_t f = 0; f < schema.dense.size() && !found; ++f)
+      if (schema.dense[f].name == n) {
+        if (cd[f]) fail(path, "[", i, "]: field '", n, "' listed twice");
+        cd[f] = found = true;
+      }
+    if (!found) {
+      for (auto& s : schema.sequences)
+        if (s.name == n) fail(path, "[", i, "]: '", n, "' is a sequence field; sequences are user-side");
+      fail(path, "[", i, "]: unknown field '", n, "' (expected a sparse or dense field of the schema)");
+    }
+  }
+  for (std::size_t f = 0; f < cs.size(); ++f) (cs[f] ? l.cand_sparse : l.user_sparse).push_back(static_cast<Index>(f));
+  for (std::size_t f = 0; f < cd.size(); ++f) (cd[f] ? l.cand_dense : l.user_dense).push_back(static_cast<Index>(f));
+  l.cand_fields.sparse = cs;
+  l.cand_fields.dense = cd;
+  l.cand_fields.sequences.assign(schema.sequences.size(), false);
+  for (std::size_t f = 0; f < cs.size(); ++f) l.user_fields.sparse.push_back(!cs[f]);
+  for (std::size_t f = 0; f < cd.size(); ++f) l.user_fields.dense.push_back(!cd[f]);
+  l.user_fields.sequences.assign(schema.sequences.size(), true);
+  return l;
+}
+
+void Request::clear() {
+  user_sparse.clear();
+  user_dense.clear();
+  for (auto& s : sequences) s.clear();
+  num_candidates = 0;
+  cand_sparse.clear();
+  cand_dense.clear();
+}
+
+ServingConfig parse_serving(const json& j, const data::FeatureSchema& schema, const std::string& path) {
+  ServingConfig c;
+  if (!j.is_null()) {
+    if (!j.is_object()) fail(path, ": expected an object");
+    io::reject_unknown_keys(j, {"candidate_fields", "fusion", "max_candidates", "max_sequence_length"}, path);
+    if (auto it = j.find("candidate_fields"); it != j.end()) {
+      if (!it->is_array()) fail(path, ".candidate_fields: expected an array of field names");
+      for (auto& e : *it) {
+        if (!e.is_string()) fail(path, ".candidate_fields: expected an array of field names, got ", it->dump());
+        c.candidate_fields.push_back(e.get<std::string>());
+      }
+    }
+    c.max_candidates = io::get_optional<Index>(j, "max_candidates", path, "a positive integer", c.max_candidates);
+    if (c.max_candidates <= 0) fail(path, ".max_candidates: expected a positive integer, got ", c.max_candidates);
+    c.max_sequence_length =
+        io::get_optional<Index>(j, "max_sequence_length", path, "a positive integer", c.max_sequence_length);
+    if (c.max_sequence_length <= 0)
+      fail(path, ".max_sequence_length: expected a positive integer, got ", c.max_sequence_length);
+  }
+  c.layout = RequestLayout::make(schema, c.candidate_fields, path + ".candidate_fields");
+  c.fusion = parse_fusion(j.is_object() && j.contains("fusion") ? j["fusion"] : json(nullptr), schema, path + ".fusion");
+  return c;
+}
+
+// ---- predictor ----
+
+Predictor::Predictor(std::unique_ptr<models::Model> model, PredictorOptions options)
+    : model_(std::move(model)), id_(next_predictor_id.fetch_add(1)) {
+  require(model_ != nullptr, "Predictor: null model");
+  const data::FeatureSchema& schema = model_->schema();
+  schema.validate();
+  const json& cfg = model_->config();
+  json serving = options.serving;
+  if (serving.is_null() && cfg.is_object() && cfg.contains("serving")) serving = cfg["serving"];
+  serving_ = parse_serving(serving, schema, options.serving.is_null() ? "config.serving" : "serving");
+  if (options.check_finite)
+    for (const auto& p : model_->arena().parameters())
+      for (Index i = 0; i < p.numel(); ++i)
+        if (!std::isfinite(p.value[i])) fail("model parameter '", p.name, "': element ", i, " is ", p.value[i], " (not finite)");
+  // Warm-up on one synthetic row (id 0 everywhere, dense 0, empty sequences): the whole forward
+  // path runs once before the first request.
+  data::Batch b;
+  b.size = 1;
+  b.sparse.assign(schema.sparse.size(), 0);
+  b.dense.resize(Shape{1, static_cast<Index>(schema.dense.size())});
+  b.dense.zero();
+  b.sequences.resize(schema.sequences.size());
+  for (auto& s : b.sequences) s.offsets = {0, 0};
+  Session s;
+  Scores r = score(b, s);
+  for (Index k = 0; k < r.probs.cols; ++k)
+    if (!std::isfinite(r.probs(0, k))) fail("model: warm-up output for task '", schema.tasks[k].name, "' is not finite");
+}
+
+std::shared_ptr<const Predictor> Predictor::from_checkpoint(const std::filesystem::path& path, PredictorOptions options) {
+  io::CheckpointData meta = io::read_checkpoint_metadata(path);
+  auto model = models::build_model(meta.config);
+  io::load_arena(model->arena(), io::SafetensorsFile::load(path), serving_load_options());
+  return std::make_shared<const Predictor>(std::move(model), std::move(options));
+}
+
+std::shared_ptr<const Predictor> Predictor::from_files(const std::filesystem::path& config_json,
+                                                       const std::filesystem::path& weights, PredictorOptions options) {
+  auto model = models::build_model(io::parse_json(read_file(config_json), config_json.string()));
+  io::load_arena(model->arena(), io::SafetensorsFile::load(weights), serving_load_options());
+  return std::make_shared<const Predictor>(std::move(model), std::move(options));
+}
+
+void Predictor::bind(Session& s) const {
+  if (s.owner_ == id_) return;
+  s = Session();
+  s.ws_ = model_->make_workspace();
+  s.owner_ = id_;
+}
+
+Scores Predictor::finish(ConstMat y, Session& s) const {
+  Mat probs = ensure(s.probs_, y.rows, y.cols);
+  model_->to_predictions(y, probs);
+  s.fused_.resize(static_cast<std::size_t>(y.rows));
+  for (Index b = 0; b < y.rows; ++b) s.fused_[static_cast<std::size_t>(b)] = float(serving_.fusion.fuse(probs.row(b)));
+  return {probs, std::span<const float>(s.fused_.data(), s.fused_.size())};
+}
+
+Scores Predictor::score(const data::Batch& batch, Session& s) const {
+  bind(s);
+  return finish(model_->serve(batch, *s.ws_), s);
+}
+
+void Predictor::check(const Request& r) const {
+  const RequestLayout& l = serving_.layout;
+  const data::FeatureSchema& schema = model_->schema();
+  const std::size_t N = static_cast<std::size_t>(r.num_candidates);
+  require(r.num_candidates >= 0 && r.num_candidates <= serving_.max_candidates, "request: ", r.num_candidates,
+          " candidates, expected 0..", serving_.max_candidates);
+  require(r.user_sparse.size() == l.user_sparse.size(), "request: ", r.user_sparse.size(), " user sparse values, expected ",
+          l.user_sparse.size());
+  require(r.user_dense.size() == l.user_dense.size(), "request: ", r.user_dense.size(), " user dense values, expected ",
+          l.user_dense.size());
+  require(r.sequences.size() == schema.sequences.size(), "request: ", r.sequences.size(), " sequences, expected ",
+          schema.sequences.size());
+  require(r.cand_sparse.size() == N * l.cand_sparse.size(), "request: ", r.cand_sparse.size(),
+          " candidate sparse values, expected ", N, " x ", l.cand_sparse.size());
+  require(r.cand_dense.size() == N * l.cand_dense.size(), "request: ", r.cand_dense.size(),
+          " candidate dense values, expected ", N, " x ", l.cand_dense.size());
+}
+
+void Predictor::expand(const Request& r, data::Batch& b) const {
+  check(r);
+  const RequestLayout& l = serving_.layout;
+  const data::FeatureSchema& schema = model_->schema();
+  const Index N = r.num_candidates, ns = static_cast<Index>(schema.sparse.size()),
+              nd = static_cast<Index>(schema.dense.size());
+  const Index ncs = static_cast<Index>(l.cand_sparse.size()), ncd = static_cast<Index>(l.cand_dense.size());
+  b.size = N;
+  b.sparse.resize(static_cast<std::size_t>(N * ns));
+  b.dense.resize(Shape{N, nd});
+  for (Index i = 0; i < N; ++i) {
+    for (std::size_t u = 0; u < l.user_sparse.size(); ++u) b.sparse[i * ns + l.user_sparse[u]] = r.user_sparse[u];
+    for (Index c = 0; c < ncs; ++c) b.sparse[i * ns + l.cand_sparse[c]] = r.cand_sparse[i * ncs + c];
+    for (std::size_t u = 0; u < l.user_dense.size(); ++u) b.dense[i * nd + l.user_dense[u]] = r.user_dense[u];
+    for (Index c = 0; c < ncd; ++c) b.dense[i * nd + l.cand_dense[c]] = r.cand_dense[i * ncd + c];
+  }
+  b.sequences.resize(schema.sequences.size());
+  for (std::size_t q = 0; q < schema.sequences.size(); ++q) {
+    auto& col = b.sequences[q];
+    const auto& ids = r.sequences[q];
+    col.ids.clear();
+    col.times.clear();
+    col.offsets.resize(static_cast<std::size_t>(N + 1));
+    col.offsets[0] = 0;
+    for (Index i = 0; i < N; ++i) {
+      col.ids.insert(col.ids.end(), ids.begin(), ids.end());
+      col.offsets[static_cast<std::size_t>(i + 1)] = static_cast<std::int64_t>(col.ids.size());
+    }
+  }
+  b.user.assign(static_cast<std::size_t>(N), 0);
+  b.scene.assign(static_cast<std::size_t>(N), 0);
+}
+
+Scores Predictor::score(const Request& r, Session& s) const {
+  bind(s);
+  const models::FeatureEmbedder<float>* emb = model_->feature_embedder();
+  if (!emb) {  // no embedder to split: score the expanded batch
+    expand(r, s.expanded_);
+    return score(s.expanded_, s);
+  }
+  check(r);
+  const RequestLayout& l = serving_.layout;
+  const data::FeatureSchema& schema = model_->schema();
+  const Index N = r.num_candidates, ns = static_cast<Index>(schema.sparse.size()),
+              nd = static_cast<Index>(schema.dense.size()), W = emb->out_features();
+  const Index ncs = static_cast<Index>(l.cand_sparse.size()), ncd = static_cast<Index>(l.cand_dense.size());
+
+  // The user row: user-side lookups, sequence pooling and dense values, once.
+  data::Batch& u = s.user_;
+  u.size = 1;
+  u.sparse.assign(static_cast<std::size_t>(ns), 0);
+  u.dense.resize(Shape{1, nd});
+  for (std::size_t i = 0; i < l.user_sparse.size(); ++i) u.sparse[l.user_sparse[i]] = r.user_sparse[i];
+  for (std::size_t i = 0; i < l.user_dense.size(); ++i) u.dense[l.user_dense[i]] = r.user_dense[i];
+  u.sequences.resize(schema.sequences.size());
+  for (std::size_t q = 0; q < schema.sequences.size(); ++q) {
+    auto& col = u.sequences[q];
+    col.ids.assign(r.sequences[q].begin(), r.sequences[q].end());
+    col.offsets.resize(2);
+    col.offsets[0] = 0;
+    col.offsets[1] = static_cast<std::int64_t>(col.ids.size());
+  }
+  Mat xu = ensure(s.xu_, 1, W);
+  emb->forward_fields(u, l.user_fields, xu, s.emb_);
+
+  // The candidate rows: the user row broadcast, then the candidate fields looked up per candidate.
+  data::Batch& c = s.cand_;
+  c.size = N;
+  c.sparse.resize(static_cast<std::size_t>(N * ns));
+  c.dense.resize(Shape{N, nd});
+  for (Index i = 0; i < N; ++i) {
+    for (Index k = 0; k < ncs; ++k) c.sparse[i * ns + l.cand_sparse[k]] = r.cand_sparse[i * ncs + k];
+    for (Index k = 0; k < ncd; ++k) c.dense[i * nd + l.cand_dense[k]] = r.cand_dense[i * ncd + k];
+  }
+  c.sequences.resize(schema.sequences.size());  // not read (sequences are user-side)
+  Mat x = ensure(s.x_, N, W);
+  for (Index i = 0; i < N; ++i) std::memcpy(x.row(i), xu.row(0), sizeof(float) * static_cast<std::size_t>(W));
+  emb->forward_fields(c, l.cand_fields, x, s.emb_);
+  emb->fill_interactions(x);
+  return finish(model_->serve_embedded(x, *s.ws_), s);
+}
+
+Scores Predictor::score(const data::Batch& batch) const {
+  thread_local Session s;
+  return score(batch, s);
+}
+
+Scores Predictor::score(const Request& request) const {
+  thread_local Session s;
+  return score(request, s);
+}
+
+}  // namespace mtrank::serve

@@ -1,0 +1,237 @@
+#include "mtrank/serve/request.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "mtrank/data/csv.hpp"
+
+namespace mtrank::serve {
+
+using nlohmann::json;
+
+namespace {
+
+template <class... Parts>
+[[noreturn]] void bad(Parts&&... parts) {
+  std::ostringstream os;
+  (os << ... << std::forward<Parts>(parts));
+  throw RequestError(os.str());
+}
+
+std::string type_name(const json& v) { return v.type_name(); }
+
+std::int64_t parse_id(const json& v, const std::string& path, const std::string& field, Index vocab, bool hash) {
+  std::int64_t id;
+  if (v.is_number_integer() && !v.is_number_unsigned()) {
+    id = v.get<std::int64_t>();
+  } else if (v.is_number_unsigned()) {
+    const std::uint64_t u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      bad(path, ": id ", u, " does not fit in a signed 64-bit integer");
+    id = static_cast<std::int64_t>(u);
+  } else if (v.is_string() && hash) {
+    return data::hash_string(v.get_ref<const std::string&>());
+  } else {
+    bad(path, ": expected an integer id", hash ? " or a string" : "", " for field '", field, "', got ", type_name(v));
+  }
+  if (!hash && (id < 0 || id >= vocab)) bad(path, ": id ", id, " out of range [0, ", vocab, ") for field '", field, "'");
+  return id;
+}
+
+float parse_dense(const json& v, const std::string& path, const std::string& field) {
+  if (!v.is_number()) bad(path, ": expected a number for dense field '", field, "', got ", type_name(v));
+  const double d = v.get<double>();
+  const float f = static_cast<float>(d);
+  if (!std::isfinite(d) || !std::isfinite(f)) bad(path, ": value ", d, " of dense field '", field, "' is not a finite float");
+  return f;
+}
+
+enum class Slot { none, user_sparse, user_dense, cand_sparse, cand_dense, sequence };
+
+struct Where {
+  Slot slot = Slot::none;
+  std::size_t pos = 0;  // position within the layout list (or sequence index)
+};
+
+Where locate(const std::string& name, const data::FeatureSchema& schema, const RequestLayout& l) {
+  for (std::size_t i = 0; i < l.user_sparse.size(); ++i)
+    if (schema.sparse[l.user_sparse[i]].name == name) return {Slot::user_sparse, i};
+  for (std::size_t i = 0; i < l.cand_sparse.size(); ++i)
+    if (schema.sparse[l.cand_sparse[i]].name == name) return {Slot::cand_sparse, i};
+  for (std::size_t i = 0; i < l.user_dense.size(); ++i)
+    if (schema.dense[l.user_dense[i]].name == name) return {Slot::user_dense, i};
+  for (std::size_t i = 0; i < l.cand_dense.size(); ++i)
+    if (schema.dense[l.cand_dense[i]].name == name) return {Slot::cand_dense, i};
+  for (std::size_t i = 0; i < schema.sequences.size(); ++i)
+    if (schema.sequences[i].name == name) return {Slot::sequence, i};
+  return {};
+}
+
+std::string field_list(const data::FeatureSchema& schema, const RequestLayout& l, bool candidate) {
+  std::string s;
+  auto add = [&](const std::string& n) { s += (s.empty() ? "" : ", ") + n; };
+  if (candidate) {
+    for (Index i : l.cand_sparse) add(schema.sparse[i].name);
+    for (Index i : l.cand_dense) add(schema.dense[i].name);
+  } else {
+    add("request_id");
+    add("candidates");
+    for (Index i : l.user_sparse) add(schema.sparse[i].name);
+    for (Index i : l.user_dense) add(schema.dense[i].name);
+    for (auto& q : schema.sequences) add(q.name);
+  }
+  return s;
+}
+
+}  // namespace
+
+void parse_request(std::string_view body, const data::FeatureSchema& schema, const ServingConfig& serving, Request& out,
+                   std::string& request_id, const RequestParseOptions& options) {
+  const RequestLayout& l = serving.layout;
+  out.clear();
+  request_id.clear();
+  if (body.size() > options.max_bytes) bad("request body: ", body.size(), " bytes, limit ", options.max_bytes);
+  json j;
+  try {
+    const int max_depth = options.max_depth;
+    j = json::parse(body.begin(), body.end(), [max_depth](int depth, json::parse_event_t, json&) {
+      if (depth > max_depth) bad("request: JSON nested deeper than ", max_depth, " levels");
+      return true;
+    });
+  } catch (const json::exception& e) {
+    bad("request: invalid JSON: ", e.what());
+  }
+  if (!j.is_object()) bad("request: expected a JSON object, got ", type_name(j));
+
+  const std::size_t nus = l.user_sparse.size(), nud = l.user_dense.size(), ncs = l.cand_sparse.size(),
+                    ncd = l.cand_dense.size(), nq = schema.sequences.size();
+  out.user_sparse.resize(nus);
+  out.user_dense.resize(nud);
+  out.sequences.resize(nq);
+  std::vector<char> seen(nus + nud + nq, 0);
+  const json* cands = nullptr;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    const std::string path = "request." + key;
+    if (key == "candidates") {
+      cands = &*it;
+      continue;
+    }
+    if (key == "request_id") {
+      if (it->is_string()) request_id = it->get<std::string>();
+      else if (it->is_number_integer()) request_id = it->dump();
+      else bad(path, ": expected a string or an integer, got ", type_name(*it));
+      if (request_id.size() > 256) bad(path, ": longer than 256 characters");
+      continue;
+    }
+    const Where w = locate(key, schema, l);
+    switch (w.slot) {
+      case Slot::user_sparse: {
+        const auto& f = schema.sparse[l.user_sparse[w.pos]];
+        out.user_sparse[w.pos] = parse_id(*it, path, f.name, f.vocab, f.hash);
+        seen[w.pos] = 1;
+        break;
+      }
+      case Slot::user_dense:
+        out.user_dense[w.pos] = parse_dense(*it, path, key);
+        seen[nus + w.pos] = 1;
+        break;
+      case Slot::sequence: {
+        const auto& q = schema.sequences[w.pos];
+        Index vocab = q.vocab;
+        bool hash = q.hash;
+        if (!q.table.empty()) {
+          const auto& t = schema.sparse[static_cast<std::size_t>(schema.sparse_index(q.table))];
+          vocab = t.vocab;
+          hash = t.hash;
+        }
+        if (!it->is_array()) bad(path, ": expected an array of ids for sequence field '", key, "', got ", type_name(*it));
+        if (static_cast<Index>(it->size()) > serving.max_sequence_length)
+          bad(path, ": ", it->size(), " ids, limit ", serving.max_sequence_length);
+        auto& ids = out.sequences[w.pos];
+        for (std::size_t i = 0; i < it->size(); ++i)
+          ids.push_back(parse_id((*it)[i], path + "[" + std::to_string(i) + "]", key, vocab, hash));
+        seen[nus + nud + w.pos] = 1;
+        break;
+      }
+      case Slot::cand_sparse:
+      case Slot::cand_dense:
+        bad(path, ": '", key, "' is a candidate field; give it in each element of \"candidates\"");
+      case Slot::none:
+        bad(path, ": unknown field (expected one of: ", field_list(schema, l, false), ")");
+    }
+  }
+  for (std::size_t i = 0; i < nus; ++i)
+    if (!seen[i]) bad("request: missing user field '", schema.sparse[l.user_sparse[i]].name, "'");
+  for (std::size_t i = 0; i < nud; ++i)
+    if (!seen[nus + i]) bad("request: missing user field '", schema.dense[l.user_dense[i]].name, "'");
+  for (std::size_t i = 0; i < nq; ++i)
+    if (!seen[nus + nud + i]) bad("request: missing sequence field '", schema.sequences[i].name, "' (use [] for none)");
+  if (!cands) bad("request: missing field 'candidates' (an array of candidate objects)");
+  if (!cands->is_array()) bad("request.candidates: expected an array of objects, got ", type_name(*cands));
+  const Index N = static_cast<Index>(cands->size());
+  if (N > serving.max_candidates) bad("request.candidates: ", N, " candidates, limit ", serving.max_candidates);
+  out.num_candidates = N;
+  out.cand_sparse.resize(static_cast<std::size_t>(N) * ncs);
+  out.cand_dense.resize(static_cast<std::size_t>(N) * ncd);
+  std::vector<char> cseen(ncs + ncd);
+  for (Index i = 0; i < N; ++i) {
+    const json& c = (*cands)[static_cast<std::size_t>(i)];
+    const std::string cp = "request.candidates[" + std::to_string(i) + "]";
+    if (!c.is_object()) bad(cp, ": expected an object, got ", type_name(c));
+    std::fill(cseen.begin(), cseen.end(), 0);
+    for (auto it = c.begin(); it != c.end(); ++it) {
+      const std::string& key = it.key();
+      const std::string path = cp + "." + key;
+      const Where w = locate(key, schema, l);
+      if (w.slot == Slot::cand_sparse) {
+        const auto& f = schema.sparse[l.cand_sparse[w.pos]];
+        out.cand_sparse[static_cast<std::size_t>(i) * ncs + w.pos] = parse_id(*it, path, f.name, f.vocab, f.hash);
+        cseen[w.pos] = 1;
+      } else if (w.slot == Slot::cand_dense) {
+        out.cand_dense[static_cast<std::size_t>(i) * ncd + w.pos] = parse_dense(*it, path, key);
+        cseen[ncs + w.pos] = 1;
+      } else if (w.slot == Slot::none) {
+        bad(path, ": unknown field (expected one of: ", field_list(schema, l, true), ")");
+      } else {
+        bad(path, ": '", key, "' is a user-side field; give it once at the top level");
+      }
+    }
+    for (std::size_t k = 0; k < ncs; ++k)
+      if (!cseen[k]) bad(cp, ": missing candidate field '", schema.sparse[l.cand_sparse[k]].name, "'");
+    for (std::size_t k = 0; k < ncd; ++k)
+      if (!cseen[ncs + k]) bad(cp, ": missing candidate field '", schema.dense[l.cand_dense[k]].name, "'");
+  }
+}
+
+void write_response(const Scores& s, const data::FeatureSchema& schema, std::string_view request_id, std::string& out) {
+  char buf[64];
+  out += '{';
+  if (!request_id.empty()) {
+    out += "\"request_id\":";
+    out += json(std::string(request_id)).dump();
+    out += ',';
+  }
+  out += "\"tasks\":[";
+  for (std::size_t k = 0; k < schema.tasks.size(); ++k) {
+    if (k) out += ',';
+    out += json(schema.tasks[k].name).dump();
+  }
+  out += "],\"scores\":[";
+  for (Index b = 0; b < s.probs.rows; ++b) {
+    out += b ? ",{" : "{";
+    for (Index k = 0; k < s.probs.cols; ++k) {
+      out += json(schema.tasks[k].name).dump();
+      std::snprintf(buf, sizeof buf, ":%.9g,", double(s.probs(b, k)));
+      out += buf;
+    }
+    std::snprintf(buf, sizeof buf, "\"fused\":%.9g}", double(s.fused[static_cast<std::size_t>(b)]));
+    out += buf;
+  }
+  out += "]}";
+}
+
+}  // namespace mtrank::serve
