@@ -2,6 +2,10 @@
 
 #include <cmath>
 #include <cstring>
+#include <numeric>
+#include <type_traits>
+
+#include "mtrank/kernels/embedding_bag.hpp"
 
 namespace mtrank::models {
 
@@ -47,6 +51,25 @@ FeatureEmbedder<T>::FeatureEmbedder(ParameterArenaT<T>& arena, std::string_view 
   }
 }
 
+namespace {
+// Pooled lookup through the embedding-bag kernel family (float) or its reference (double).
+template <class T>
+void bag_forward(Index batch, Index dim, const T* table, const Index* rows, const Index* offsets,
+                 kernels::PoolingMode mode, T* out, Index ld_out) {
+  if constexpr (std::is_same_v<T, float>)
+    kernels::embedding_bag_kernels().f32_embedding_bag(batch, dim, table, rows, offsets, nullptr, mode, out, ld_out);
+  else
+    kernels::embedding_bag_ref<T>(batch, dim, table, rows, offsets, nullptr, mode, out, ld_out);
+}
+template <class T>
+void bag_backward(Index batch, Index dim, const T* dout, Index ld, const Index* rows, const Index* offsets,
+                  kernels::PoolingMode mode, SparseRowGrad<T>& grad, std::vector<T*>& scratch) {
+  const kernels::EmbeddingBagKernels* k = nullptr;
+  if constexpr (std::is_same_v<T, float>) k = &kernels::embedding_bag_kernels();
+  kernels::embedding_bag_backward_sparse<T>(batch, dim, dout, ld, rows, offsets, nullptr, mode, grad, scratch, k);
+}
+}  // namespace
+
 template <class T>
 Index FeatureEmbedder<T>::row_of(std::size_t field, std::int64_t id) const {
   const auto& f = schema_.sparse[field];
@@ -81,13 +104,9 @@ void FeatureEmbedder<T>::forward_fields(const data::Batch& batch, const FieldSel
     if (!selected(sel.sparse, static_cast<std::size_t>(f))) continue;
     auto& rows = ws.rows[f];
     rows.resize(static_cast<std::size_t>(B));
-    const Parameter<T>& tab = *tables_[f];
-    const Index d = schema_.sparse[f].dim, off = sparse_offset_[f];
-    for (Index b = 0; b < B; ++b) {
-      const Index r = row_of(static_cast<std::size_t>(f), batch.sparse[b * ns + f]);
-      rows[b] = r;
-      std::memcpy(x.row(b) + off, tab.value + r * d, sizeof(T) * d);
-    }
+    for (Index b = 0; b < B; ++b) rows[b] = row_of(static_cast<std::size_t>(f), batch.sparse[b * ns + f]);
+    bag_forward<T>(B, schema_.sparse[f].dim, tables_[f]->value, rows.data(), unit_offsets(ws, B),
+                   kernels::PoolingMode::sum, x.data + sparse_offset_[f], x.stride);
   }
   ws.seq_rows.resize(schema_.sequences.size());
   ws.seq_offsets.resize(schema_.sequences.size());
@@ -101,30 +120,21 @@ void FeatureEmbedder<T>::forward_fields(const data::Batch& batch, const FieldSel
     auto& offs = ws.seq_offsets[q];
     rows.clear();
     offs.assign(1, 0);
-    const Index d = seq_dim_[q], off = seq_offset_[q];
-    const T* tab = seq_tables_[q]->value;
     for (Index b = 0; b < B; ++b) {
       const std::int64_t a = col.offsets[b], e = col.offsets[b + 1];
       if (a < 0 || e < a || e > static_cast<std::int64_t>(col.ids.size()))
         fail("sequence '", spec.name, "': offsets [", a, ", ", e, ") of sample ", b, " invalid for ", col.ids.size(), " ids");
       const std::int64_t start = std::max(a, e - spec.max_len);  // keep the most recent max_len
-      T* out = x.row(b) + off;
-      std::fill(out, out + d, T(0));
       for (std::int64_t j = start; j < e; ++j) {
         const std::int64_t id = col.ids[static_cast<std::size_t>(j)];
-        Index r;
-        if (seq_hash_[q]) r = data::hash_id(id, seq_vocab_[q]);
+        if (seq_hash_[q]) rows.push_back(data::hash_id(id, seq_vocab_[q]));
         else if (id < 0 || id >= seq_vocab_[q]) fail("sequence '", spec.name, "': id ", id, " out of range [0, ", seq_vocab_[q], ")");
-        else r = id;
-        rows.push_back(r);
-        const T* src = tab + r * d;
-        for (Index c = 0; c < d; ++c) out[c] += src[c];
+        else rows.push_back(id);
       }
-      const Index n = static_cast<Index>(e - start);
-      if (opt_.sequence_pooling == SequencePooling::mean && n > 0)
-        for (Index c = 0; c < d; ++c) out[c] /= T(n);
       offs.push_back(static_cast<Index>(rows.size()));
     }
+    bag_forward<T>(B, seq_dim_[q], seq_tables_[q]->value, rows.data(), offs.data(), pooling(), x.data + seq_offset_[q],
+                   x.stride);
   }
   for (Index j = 0; j < nd; ++j) {
     if (!selected(sel.dense, static_cast<std::size_t>(j))) continue;
@@ -176,31 +186,12 @@ void FeatureEmbedder<T>::backward(MatrixView<const T> dx, Workspace& ws) const {
     }
     g_in = g;
   }
-  for (std::size_t f = 0; f < tables_.size(); ++f) {
-    const Index d = schema_.sparse[f].dim, off = sparse_offset_[f];
-    auto& g = tables_[f]->sparse_grad;
-    for (Index b = 0; b < B; ++b) {
-      T* gr = g.row(ws.rows[f][b]);
-      const T* src = g_in.row(b) + off;
-      for (Index c = 0; c < d; ++c) gr[c] += src[c];
-    }
-  }
-  for (std::size_t q = 0; q < seq_tables_.size(); ++q) {
-    const Index d = seq_dim_[q], off = seq_offset_[q];
-    auto& g = seq_tables_[q]->sparse_grad;
-    const auto& rows = ws.seq_rows[q];
-    const auto& offs = ws.seq_offsets[q];
-    for (Index b = 0; b < B; ++b) {
-      const Index n = offs[b + 1] - offs[b];
-      if (n == 0) continue;
-      const T scale = opt_.sequence_pooling == SequencePooling::mean ? T(1) / T(n) : T(1);
-      const T* src = g_in.row(b) + off;
-      for (Index j = offs[b]; j < offs[b + 1]; ++j) {
-        T* gr = g.row(rows[j]);
-        for (Index c = 0; c < d; ++c) gr[c] += scale * src[c];
-      }
-    }
-  }
+  for (std::size_t f = 0; f < tables_.size(); ++f)
+    bag_backward<T>(B, schema_.sparse[f].dim, g_in.data + sparse_offset_[f], g_in.stride, ws.rows[f].data(),
+                    unit_offsets(ws, B), kernels::PoolingMode::sum, tables_[f]->sparse_grad, ws.grad_rows);
+  for (std::size_t q = 0; q < seq_tables_.size(); ++q)
+    bag_backward<T>(B, seq_dim_[q], g_in.data + seq_offset_[q], g_in.stride, ws.seq_rows[q].data(),
+                    ws.seq_offsets[q].data(), pooling(), seq_tables_[q]->sparse_grad, ws.grad_rows);
 }
 
 template class FeatureEmbedder<float>;

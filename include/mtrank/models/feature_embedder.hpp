@@ -10,6 +10,7 @@
 // an MLP on concatenated embeddings learns inner products poorly, and user x item affinity is
 // exactly such a product.
 #pragma once
+#include <numeric>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "mtrank/core/arena.hpp"
 #include "mtrank/core/context.hpp"
 #include "mtrank/data/batch.hpp"
+#include "mtrank/kernels/embedding_bag.hpp"
 
 namespace mtrank::models {
 
@@ -41,6 +43,8 @@ class FeatureEmbedder {
     TensorT<T> x, dx;                      // [B, out_features]
     std::vector<std::vector<Index>> rows;  // per sparse field: table row per sample
     std::vector<std::vector<Index>> seq_rows, seq_offsets;  // per sequence field (truncated)
+    std::vector<Index> unit_offsets;                        // 0..B: one id per sample
+    std::vector<T*> grad_rows;                              // scratch for sparse backward
   };
 
   FeatureEmbedder() = default;
@@ -67,6 +71,17 @@ class FeatureEmbedder {
   Index dense_offset() const { return dense_offset_; }
   /// Table row of a raw id for sparse field i (hash or range check; throws naming the field).
   Index row_of(std::size_t field, std::int64_t id) const;
+  kernels::PoolingMode pooling() const {
+    return opt_.sequence_pooling == SequencePooling::mean ? kernels::PoolingMode::mean : kernels::PoolingMode::sum;
+  }
+  /// Offsets 0, 1, ..., B: every sample's bag is its one id.
+  static const Index* unit_offsets(Workspace& ws, Index B) {
+    if (static_cast<Index>(ws.unit_offsets.size()) != B + 1) {
+      ws.unit_offsets.resize(static_cast<std::size_t>(B + 1));
+      std::iota(ws.unit_offsets.begin(), ws.unit_offsets.end(), Index{0});
+    }
+    return ws.unit_offsets.data();
+  }
   const Parameter<T>& table(std::size_t sparse_field) const { return *tables_[sparse_field]; }
 
  private:
