@@ -16,6 +16,7 @@
 // Top-k is a mask over the logits handed to the masked softmax kernel.
 #pragma once
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -126,7 +127,15 @@ template <class T>
 void mixture_forward(MatrixView<const T> g, const std::vector<MatrixView<const T>>& f, MatrixView<T> m) {
   require(static_cast<Index>(f.size()) == g.cols, "mixture: ", f.size(), " experts but gate width ", g.cols);
   for (const auto& fe : f) require_shape(fe, m.rows, m.cols, "mixture expert output");
-  std::vector<const T*> ptr(f.size());
+  // Expert pointers on the stack for up to 64 experts: serving must not allocate per call.
+  std::array<const T*, 64> small;
+  std::vector<const T*> large(f.size() > small.size() ? f.size() : 0);
+  const T** ptr_data = f.size() > small.size() ? large.data() : small.data();
+  struct {
+    const T** p;
+    const T*& operator[](std::size_t i) { return p[i]; }
+    const T** data() { return p; }
+  } ptr{ptr_data};
   if (detail::common_stride(f)) {
     for (std::size_t e = 0; e < f.size(); ++e) ptr[e] = f[e].data;
     const Index ld = f[0].stride;
