@@ -20,10 +20,12 @@
 #include <vector>
 
 #include "mtrank/core/tensor.hpp"
+#include "mtrank/data/schema.hpp"
 
 namespace mtrank::train {
 
-enum class TaskKind { binary, regression };
+/// One task-kind type for the whole library (declared with the feature schema).
+using data::TaskKind;
 
 /// Exact AUC with ties; `weights` may be empty. NaN when a class is absent.
 double auc(std::span<const float> scores, std::span<const float> labels, std::span<const float> weights = {});
