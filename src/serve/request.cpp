@@ -223,13 +223,20 @@ void write_response(const Scores& s, const data::FeatureSchema& schema, std::str
   out += "],\"scores\":[";
   for (Index b = 0; b < s.probs.rows; ++b) {
     out += b ? ",{" : "{";
+    auto number = [&](double v) {  // JSON has no NaN/Inf: write null
+      if (std::isfinite(v)) std::snprintf(buf, sizeof buf, "%.9g", v);
+      else std::snprintf(buf, sizeof buf, "null");
+      out += buf;
+    };
     for (Index k = 0; k < s.probs.cols; ++k) {
       out += json(schema.tasks[k].name).dump();
-      std::snprintf(buf, sizeof buf, ":%.9g,", double(s.probs(b, k)));
-      out += buf;
+      out += ':';
+      number(s.probs(b, k));
+      out += ',';
     }
-    std::snprintf(buf, sizeof buf, "\"fused\":%.9g}", double(s.fused[static_cast<std::size_t>(b)]));
-    out += buf;
+    out += "\"fused\":";
+    number(s.fused[static_cast<std::size_t>(b)]);
+    out += '}';
   }
   out += "]}";
 }
