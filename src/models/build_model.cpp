@@ -7,6 +7,7 @@
 #include "mtrank/blocks/snr.hpp"
 #include "mtrank/io/json_util.hpp"
 #include "mtrank/models/embedded_model.hpp"
+#include "mtrank/models/multi_domain.hpp"
 #include "mtrank/models/multitask_net.hpp"
 #include "mtrank/models/shared_bottom.hpp"
 
@@ -189,6 +190,11 @@ std::unique_ptr<Model> build_snr(const json& config, const json& m, const Common
   });
 }
 
+std::unique_ptr<Model> build_multi_domain(const json& config, const json& m, const Common& c, const std::string& p) {
+  if (c.transform != OutputTransform::none) fail(p, ".output: multi_domain supports only \"none\"");
+  return std::make_unique<MultiDomainModel>(config, c.schema, c.seed, c.emb, parse_multi_domain(m, p, c.schema, c.tower));
+}
+
 using Builder = std::unique_ptr<Model> (*)(const json&, const json&, const Common&, const std::string&);
 
 const std::map<std::string, Builder>& builders() {
@@ -197,6 +203,7 @@ const std::map<std::string, Builder>& builders() {
       {"esmm", build_shared_bottom},          {"mmoe", build_mmoe},
       {"ple", build_ple},                     {"cgc", build_ple},
       {"snr_trans", build_snr<blocks::SnrKind::trans>}, {"snr_aver", build_snr<blocks::SnrKind::aver>},
+      {"multi_domain", build_multi_domain},
   };
   return table;
 }
@@ -226,8 +233,12 @@ std::unique_ptr<Model> build_model(const json& config) {
     fail(p, ".type: unknown model type \"", type, "\" (expected one of: ", list, ")");
   }
   io::reject_unknown_keys(m, {"type", "sequence_pooling", "embedding_init_std", "dot_interactions", "output", "tower", "bottom", "num_experts",
-                              "expert", "gate", "levels", "stages", "task_subnet", "code"},
+                              "expert", "gate", "levels", "stages", "task_subnet", "code", "scene_dim", "embedding_transform",
+                              "slot_gate", "wiring", "expert_gate", "ppnet", "snr_kind"},
                           p);
+  if (type != "multi_domain")
+    for (const char* k : {"scene_dim", "embedding_transform", "slot_gate", "wiring", "expert_gate", "ppnet", "snr_kind"})
+      if (m.contains(k)) fail(p, ".", k, ": only used by type \"multi_domain\"");
   const std::string pooling = get_optional<std::string>(m, "sequence_pooling", p, "\"mean\" or \"sum\"", "mean");
   if (pooling == "mean") c.emb.sequence_pooling = SequencePooling::mean;
   else if (pooling == "sum") c.emb.sequence_pooling = SequencePooling::sum;
