@@ -1,0 +1,151 @@
+#include "data_source.hpp"
+
+#include "mtrank/data/csv.hpp"
+#include "mtrank/data/readers.hpp"
+#include "mtrank/data/simulator.hpp"
+#include "mtrank/io/json_util.hpp"
+
+namespace mtrank::cli {
+
+using io::get_optional;
+using io::get_required;
+using nlohmann::json;
+
+namespace {
+
+const std::string P = "config.data";
+
+std::filesystem::path resolve(const std::filesystem::path& dir, const std::string& p) {
+  std::filesystem::path q(p);
+  return q.is_absolute() ? q : dir / q;
+}
+
+double test_fraction(const json& j) {
+  const double f = get_optional<double>(j, "test_fraction", P, "a number in (0, 1)", 0.2);
+  if (!(f > 0 && f < 1)) fail(P, ".test_fraction: expected a number in (0, 1), got ", f);
+  return f;
+}
+
+data::SplitBy split_by(const json& j) {
+  const std::string s = get_optional<std::string>(j, "split", P, "\"rows\" or \"per_user\"", "rows");
+  if (s == "rows") return data::SplitBy::rows;
+  if (s == "per_user") return data::SplitBy::per_user;
+  fail(P, ".split: expected \"rows\" or \"per_user\", got \"", s, "\"");
+}
+
+Index positive(const json& j, const char* key, Index fallback) {
+  const Index v = get_optional<Index>(j, key, P, "a positive integer", fallback);
+  if (v <= 0) fail(P, ".", key, ": expected a positive integer, got ", v);
+  return v;
+}
+
+/// train (+ test or test_fraction) with a reader taking (path, options).
+template <class Read>
+TrainTestData train_and_test(const json& j, const std::filesystem::path& dir, Read read) {
+  TrainTestData d;
+  d.train = read(resolve(dir, get_required<std::string>(j, "train", P, "a file path")));
+  if (j.contains("test")) {
+    d.test = read(resolve(dir, get_required<std::string>(j, "test", P, "a file path")));
+  } else {
+    auto [a, b] = data::train_test_split(d.train, test_fraction(j), split_by(j));
+    d.train = std::move(a);
+    d.test = std::move(b);
+  }
+  return d;
+}
+
+}  // namespace
+
+TrainTestData load_data(const json& j, const data::FeatureSchema* config_schema, const std::filesystem::path& dir) {
+  if (!j.is_object()) fail(P, ": missing or not an object (expected {\"source\": \"simulator\" | \"csv\" | ...})");
+  const std::string source = get_required<std::string>(j, "source", P, "a data source name");
+  if (source == "simulator") {
+    io::reject_unknown_keys(j, {"source", "impressions", "users", "items", "categories", "authors", "embedding_dim",
+                                "max_seq_len", "seed", "test_fraction", "split"},
+                            P);
+    data::FeedSimulatorOptions o;
+    o.impressions = positive(j, "impressions", 20000);
+    o.users = positive(j, "users", o.users);
+    o.items = positive(j, "items", o.items);
+    o.categories = positive(j, "categories", o.categories);
+    o.authors = positive(j, "authors", o.authors);
+    o.embedding_dim = positive(j, "embedding_dim", o.embedding_dim);
+    o.max_seq_len = positive(j, "max_seq_len", o.max_seq_len);
+    o.seed = get_optional<std::uint64_t>(j, "seed", P, "a non-negative integer", o.seed);
+    auto [a, b] = data::train_test_split(data::make_feed_dataset(o), test_fraction(j), split_by(j));
+    return {std::move(a), std::move(b)};
+  }
+  if (source == "csv") {
+    io::reject_unknown_keys(j, {"source", "train", "test", "test_fraction", "split", "delimiter", "user_column",
+                                "scene_column", "max_rows", "dense_missing"},
+                            P);
+    if (!config_schema) fail("config.schema: the csv data source needs the feature schema in the config");
+    data::CsvOptions o;
+    const std::string delim = get_optional<std::string>(j, "delimiter", P, "a one-character string", ",");
+    if (delim.size() != 1) fail(P, ".delimiter: expected one character, got \"", delim, "\"");
+    o.delimiter = delim[0];
+    o.user_column = get_optional<std::string>(j, "user_column", P, "a column name", "");
+    o.scene_column = get_optional<std::string>(j, "scene_column", P, "a column name", "");
+    o.max_rows = get_optional<Index>(j, "max_rows", P, "an integer", -1);
+    const std::string miss = get_optional<std::string>(j, "dense_missing", P, "\"error\" or \"fill\"", "error");
+    if (miss == "fill") o.dense_missing = data::MissingPolicy::fill;
+    else if (miss != "error") fail(P, ".dense_missing: expected \"error\" or \"fill\", got \"", miss, "\"");
+    const data::FeatureSchema schema = *config_schema;
+    return train_and_test(j, dir, [&](const std::filesystem::path& f) { return data::read_csv(f, schema, o); });
+  }
+  const std::initializer_list<const char*> tabular_keys = {"source", "train", "test", "test_fraction", "split", "dim", "hash_vocab"};
+  auto tabular = [&](data::TabularReaderOptions o) {
+    io::reject_unknown_keys(j, tabular_keys, P);
+    o.dim = positive(j, "dim", o.dim);
+    o.hash_vocab = positive(j, "hash_vocab", o.hash_vocab);
+    return o;
+  };
+  if (source == "uci_adult") {
+    auto o = tabular({});
+    return train_and_test(j, dir, [&](const std::filesystem::path& f) { return data::read_uci_adult(f, o); });
+  }
+  if (source == "census_income_raw") {
+    auto o = tabular({});
+    return train_and_test(j, dir, [&](const std::filesystem::path& f) { return data::read_census_income_raw(f, o); });
+  }
+  if (source == "census_income_rechub") {
+    auto o = tabular({});
+    return train_and_test(j, dir, [&](const std::filesystem::path& f) { return data::read_census_income_rechub(f, o); });
+  }
+  if (source == "ali_ccp") {
+    auto o = tabular({.dim = 8, .hash_vocab = 100000});
+    return train_and_test(j, dir, [&](const std::filesystem::path& f) { return data::read_ali_ccp(f, o); });
+  }
+  if (source == "criteo") {
+    auto o = tabular({.dim = 8, .hash_vocab = 100000});
+    return train_and_test(j, dir, [&](const std::filesystem::path& f) { return data::read_criteo(f, o); });
+  }
+  if (source == "movielens_100k") {
+    io::reject_unknown_keys(j, {"source", "dir", "dim", "max_seq_len", "test_per_user", "positive_rating", "rating_task"}, P);
+    data::MovieLensOptions o;
+    o.dim = positive(j, "dim", o.dim);
+    o.max_seq_len = positive(j, "max_seq_len", o.max_seq_len);
+    o.test_per_user = positive(j, "test_per_user", o.test_per_user);
+    o.positive_rating = static_cast<int>(positive(j, "positive_rating", o.positive_rating));
+    o.rating_task = get_optional<bool>(j, "rating_task", P, "a boolean", false);
+    auto tt = data::read_movielens_100k(resolve(dir, get_required<std::string>(j, "dir", P, "a directory")), o);
+    return {std::move(tt.train), std::move(tt.test)};
+  }
+  if (source == "sasrec") {
+    io::reject_unknown_keys(j, {"source", "file", "dim", "max_seq_len", "train_negatives", "eval_negatives", "max_users", "seed"}, P);
+    data::SequenceReaderOptions o;
+    o.dim = positive(j, "dim", o.dim);
+    o.max_seq_len = positive(j, "max_seq_len", o.max_seq_len);
+    o.train_negatives = positive(j, "train_negatives", o.train_negatives);
+    o.eval_negatives = positive(j, "eval_negatives", o.eval_negatives);
+    o.max_users = get_optional<Index>(j, "max_users", P, "a non-negative integer", 0);
+    o.seed = get_optional<std::uint64_t>(j, "seed", P, "a non-negative integer", o.seed);
+    auto tvt = data::read_sasrec_sequences(resolve(dir, get_required<std::string>(j, "file", P, "a file path")), o);
+    return {std::move(tvt.train), std::move(tvt.test)};
+  }
+  fail(P, ".source: unknown data source \"", source,
+       "\" (expected one of: simulator, csv, uci_adult, census_income_raw, census_income_rechub, ali_ccp, criteo, "
+       "movielens_100k, sasrec)");
+}
+
+}  // namespace mtrank::cli
