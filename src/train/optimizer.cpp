@@ -7,74 +7,42 @@
 #include <nlohmann/json.hpp>
 
 #include "mtrank/io/json_util.hpp"
+#include "mtrank/kernels/optimizer_rows.hpp"
 
 namespace mtrank::train {
 
 // ---------------------------------------------------------------------------------------
-// Row kernels. The float arithmetic follows the order of torch.optim's single-tensor code
-// (mul_ then add_, sqrt / bias correction + eps, addcdiv) so results track PyTorch to
-// float rounding.
+// Row kernels: the per-step float constants are computed here exactly as torch.optim's
+// single-tensor code does, and the element loop runs in the dispatched optimiser-row kernel
+// family (kernels/optimizer_rows.hpp). Its AVX2 / AVX-512 variants are bit-identical to the
+// scalar reference (no fused multiply-add; +, *, /, sqrt are correctly rounded on every ISA),
+// so a resumed run gives the same bits whatever MTRANK_ISA is.
 
 void sgd_update_row(float* w, float* buf, const float* g, Index n, const SgdRowParams& p) {
-  const float omd = 1.0f - p.dampening;
-  for (Index i = 0; i < n; ++i) {
-    float d = g[i];
-    if (p.weight_decay != 0.0f) d = d + p.weight_decay * w[i];
-    if (p.momentum != 0.0f) {
-      const float b = p.first ? d : buf[i] * p.momentum + omd * d;
-      buf[i] = b;
-      d = p.nesterov ? d + p.momentum * b : b;
-    }
-    w[i] = w[i] + (-p.lr) * d;
-  }
+  const kernels::SgdRowArgs a{-p.lr, p.momentum, 1.0f - p.dampening, p.weight_decay, p.nesterov, p.first};
+  kernels::optimizer_row_kernels().f32_sgd_row(w, buf, g, n, a);
 }
 
 void adam_update_row(float* w, float* m, float* v, const float* g, Index n, const AdamRowParams& p) {
-  const float omb1 = static_cast<float>(1.0 - double(p.beta1)), omb2 = static_cast<float>(1.0 - double(p.beta2));
-  const float step_size = static_cast<float>(double(p.lr) / p.bias_correction1);
-  const float bc2_sqrt = static_cast<float>(std::sqrt(p.bias_correction2));
-  const float decay = static_cast<float>(1.0 - double(p.lr) * double(p.weight_decay));
-  for (Index i = 0; i < n; ++i) {
-    float gi = g[i];
-    if (p.weight_decay != 0.0f) {
-      if (p.decoupled) w[i] = w[i] * decay;
-      else gi = gi + p.weight_decay * w[i];
-    }
-    const float mi = m[i] * p.beta1 + omb1 * gi;
-    const float vi = v[i] * p.beta2 + omb2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = std::sqrt(vi) / bc2_sqrt + p.eps;
-    w[i] = w[i] + (-step_size) * (mi / denom);
-  }
+  const kernels::AdamRowArgs a{p.beta1,
+                               p.beta2,
+                               static_cast<float>(1.0 - double(p.beta1)),
+                               static_cast<float>(1.0 - double(p.beta2)),
+                               -static_cast<float>(double(p.lr) / p.bias_correction1),
+                               static_cast<float>(std::sqrt(p.bias_correction2)),
+                               p.eps,
+                               p.weight_decay,
+                               static_cast<float>(1.0 - double(p.lr) * double(p.weight_decay)),
+                               p.decoupled};
+  kernels::optimizer_row_kernels().f32_adam_row(w, m, v, g, n, a);
 }
 
 void adagrad_update_row(float* w, float* sum, const float* g, Index n, const AdagradRowParams& p) {
-  for (Index i = 0; i < n; ++i) {
-    float gi = g[i];
-    if (p.weight_decay != 0.0f) gi = gi + p.weight_decay * w[i];
-    const float s = sum[i] + gi * gi;
-    sum[i] = s;
-    w[i] = w[i] + (-p.clr) * (gi / (std::sqrt(s) + p.eps));
-  }
+  kernels::optimizer_row_kernels().f32_adagrad_row(w, sum, g, n, kernels::AdagradRowArgs{-p.clr, p.weight_decay, p.eps});
 }
 
 void ftrl_update_row(float* w, float* z, float* nacc, const float* g, Index n, const FtrlRowParams& p) {
-  for (Index i = 0; i < n; ++i) {
-    const double gi = g[i], n_old = nacc[i], n_new = n_old + gi * gi;
-    const double sigma = (std::sqrt(n_new) - std::sqrt(n_old)) / p.alpha;
-    const double zi = double(z[i]) + gi - sigma * double(w[i]);
-    z[i] = static_cast<float>(zi);
-    nacc[i] = static_cast<float>(n_new);
-    // Recompute from the stored (rounded) state so that w is a pure function of (z, n).
-    const double zs = z[i], ns = nacc[i];
-    if (std::abs(zs) <= p.l1) {
-      w[i] = 0.0f;
-    } else {
-      const double sgn = zs > 0 ? 1.0 : -1.0;
-      w[i] = static_cast<float>(-(zs - sgn * p.l1) / ((p.beta + std::sqrt(ns)) / p.alpha + p.l2));
-    }
-  }
+  kernels::optimizer_row_kernels().f32_ftrl_row(w, z, nacc, g, n, kernels::FtrlRowArgs{p.alpha, p.beta, p.l1, p.l2});
 }
 
 // ---------------------------------------------------------------------------------------
