@@ -234,7 +234,7 @@ std::unique_ptr<Model> build_model(const json& config) {
   }
   io::reject_unknown_keys(m, {"type", "sequence_pooling", "embedding_init_std", "dot_interactions", "output", "tower", "bottom", "num_experts",
                               "expert", "gate", "levels", "stages", "task_subnet", "code", "scene_dim", "embedding_transform",
-                              "slot_gate", "wiring", "expert_gate", "ppnet", "snr_kind"},
+                              "slot_gate", "wiring", "expert_gate", "ppnet", "snr_kind", "co_action"},
                           p);
   if (type != "multi_domain")
     for (const char* k : {"scene_dim", "embedding_transform", "slot_gate", "wiring", "expert_gate", "ppnet", "snr_kind"})
@@ -247,6 +247,7 @@ std::unique_ptr<Model> build_model(const json& config) {
   if (!(init_std > 0)) fail(p, ".embedding_init_std: expected a positive number, got ", init_std);
   c.emb.embedding_init = Init::normal(0.0, init_std);
   c.emb.dot_interactions = get_optional<bool>(m, "dot_interactions", p, "a boolean", false);
+  if (auto ca = m.find("co_action"); ca != m.end()) c.emb.co_action = parse_co_action(*ca, p + ".co_action", c.schema);
   const std::string output = get_optional<std::string>(m, "output", p, "\"none\" or \"esmm\"", type == "esmm" ? "esmm" : "none");
   if (output == "none") c.transform = OutputTransform::none;
   else if (output == "esmm") c.transform = OutputTransform::esmm;

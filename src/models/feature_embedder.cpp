@@ -49,6 +49,11 @@ FeatureEmbedder<T>::FeatureEmbedder(ParameterArenaT<T>& arena, std::string_view 
       for (std::size_t b = a + 1; b < vec_.size(); ++b)
         if (vec_[a].second == vec_[b].second) ++width_;
   }
+  co_offset_ = width_;
+  if (opt_.co_action.enabled()) {
+    co_action_ = CoActionFeatures<T>(arena, prefix, schema_, opt_.co_action);
+    width_ += co_action_.out_features();
+  }
 }
 
 namespace {
@@ -83,6 +88,7 @@ MatrixView<const T> FeatureEmbedder<T>::forward(const data::Batch& batch, Worksp
   MatrixView<T> x = ensure(ws.x, batch.size, width_);
   forward_fields(batch, FieldSelection{}, x, ws);
   fill_interactions(x);
+  if (has_co_action()) co_action_.forward(batch, x.col_block(co_offset_, width_ - co_offset_), ws.co_action);
   return x;
 }
 
@@ -166,6 +172,7 @@ template <class T>
 void FeatureEmbedder<T>::backward(MatrixView<const T> dx, Workspace& ws) const {
   const Index B = dx.rows;
   require_shape(dx, ws.x.dim(0), width_, "feature embedder backward dx");
+  if (has_co_action()) co_action_.backward(dx.col_block(co_offset_, width_ - co_offset_), ws.co_action);
   MatrixView<const T> g_in = dx;
   if (opt_.dot_interactions) {
     // d(x_i . x_j) flows back into both vectors; fold it into a copy of dx.

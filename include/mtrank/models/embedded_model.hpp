@@ -48,7 +48,10 @@ class EmbeddedModel final : public Model {
     return head(embedder_.forward(batch, ws.emb, ctx), ws, ctx);
   }
 
-  const FeatureEmbedder<float>* feature_embedder() const override { return &embedder_; }
+  // Co-action columns need a whole row: the predictor then scores the expanded batch instead.
+  const FeatureEmbedder<float>* feature_embedder() const override {
+    return embedder_.has_co_action() ? nullptr : &embedder_;
+  }
   ConstMat serve_embedded(ConstMat x, Model::Workspace& base) const override {
     return head(x, static_cast<Work&>(base), Context::inference());
   }

@@ -18,6 +18,7 @@
 #include "mtrank/core/arena.hpp"
 #include "mtrank/core/context.hpp"
 #include "mtrank/data/batch.hpp"
+#include "mtrank/models/co_action_features.hpp"
 #include "mtrank/kernels/embedding_bag.hpp"
 
 namespace mtrank::models {
@@ -33,6 +34,9 @@ struct FeatureEmbedderOptions {
   SequencePooling sequence_pooling = SequencePooling::mean;
   Init embedding_init = Init::embedding_default();
   bool dot_interactions = false;
+  /// Co-action features (co_action_features.hpp), appended after everything else; off when
+  /// co_action.item_field is empty.
+  CoActionFeatureOptions co_action;
 };
 
 template <class T = float>
@@ -43,6 +47,7 @@ class FeatureEmbedder {
     TensorT<T> x, dx;                      // [B, out_features]
     std::vector<std::vector<Index>> rows;  // per sparse field: table row per sample
     std::vector<std::vector<Index>> seq_rows, seq_offsets;  // per sequence field (truncated)
+    typename CoActionFeatures<T>::Workspace co_action;
     std::vector<Index> unit_offsets;                        // 0..B: one id per sample
     std::vector<T*> grad_rows;                              // scratch for sparse backward
   };
@@ -59,6 +64,10 @@ class FeatureEmbedder {
   /// Serving hook: recomputes the dot-interaction columns of x from its embedding columns (no-op without them).
   void fill_interactions(MatrixView<T> x) const;
   bool has_interactions() const { return opt_.dot_interactions; }
+  /// Co-action columns [co_action_offset(), out_features()) need the item and the user side of a
+  /// row together: forward() fills them, forward_fields() does not.
+  bool has_co_action() const { return opt_.co_action.enabled(); }
+  Index co_action_offset() const { return co_offset_; }
   const data::FeatureSchema& schema() const { return schema_; }
 
   /// Scatters dx [B, out_features] into the tables' sparse row gradients (dense inputs get none).
@@ -95,6 +104,8 @@ class FeatureEmbedder {
   Index inter_offset_ = 0;
   std::vector<Index> seq_vocab_;
   Index dense_offset_ = 0, width_ = 0;
+  CoActionFeatures<T> co_action_;
+  Index co_offset_ = 0;
 };
 
 extern template class FeatureEmbedder<float>;
