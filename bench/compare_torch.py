@@ -336,7 +336,7 @@ def main():
         if key in l1:
             print(f"  {what:36s} {l1[key]:12.4g} / {l1[key + '_cpu']:12.4g} {unit}")
     print(f"  {'fp32 FMA peak AVX-512, 2 threads':36s} {limits[2]['fma_avx512_gflops']:12.4g} / "
-          f"{limits[2]["fma_avx512_gflops_cpu"]:12.4g} GFLOP/s")
+          f"{limits[2]['fma_avx512_gflops_cpu']:12.4g} GFLOP/s")
     print(f"  {'STREAM triad, 2 threads':36s} {limits[2]['triad_gbs']:12.4g} GB/s")
     peak_key = "fma_avx512_gflops" if "fma_avx512_gflops" in l1 else "fma_avx2_gflops"
 
