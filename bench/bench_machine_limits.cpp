@@ -6,6 +6,9 @@
 //   triad                  STREAM triad a[i] = b[i] + s * c[i] over 3 arrays of 32 Mi floats
 //                          (128 MiB each); bytes = 12 per element (STREAM convention: the
 //                          write-allocate read is not counted).
+//   read_6mib              read bandwidth of a 6 MiB buffer (larger than L2, inside L3), summed
+//                          repeatedly: the bound for batch-1 inference, which streams every
+//                          weight once per sample (mmoe: 5.3 MB of weights).
 //   gather                 random 128-byte rows (32 floats) from a 1M-row table (128 MiB) summed
 //                          into a 32-float accumulator per group of 16 rows; rows/s and GB/s.
 // Every measurement is repeated (--reps, default 5) and the best run is reported: on a shared
@@ -136,6 +139,22 @@ Rate triad_gbs(std::vector<float>& a, const std::vector<float>& b, const std::ve
   return rt;
 }
 
+/// Read bandwidth of `buf` (summed `passes` times), GB/s.
+__attribute__((target("avx2,fma"))) Rate read_gbs(const std::vector<float>& buf, int passes) {
+  const long n = static_cast<long>(buf.size());
+  const float* p = buf.data();
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  const Stopwatch sw;
+  for (int r = 0; r < passes; ++r)
+    for (long i = 0; i + 32 <= n; i += 32)
+      for (int c = 0; c < 4; ++c) acc[c] = _mm256_add_ps(acc[c], _mm256_loadu_ps(p + i + 8 * c));
+  const Rate rt = sw.rate(double(passes) * double(n) * 4.0 / 1e9);
+  float out[8];
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+  for (float v : out) g_sink = g_sink + v;
+  return rt;
+}
+
 /// Random 128-byte row gather: rows/s. Rows are summed into an accumulator (AVX2 loads) with
 /// a software prefetch 16 rows ahead, as the embedding-bag kernels do.
 __attribute__((target("avx2,fma"))) Rate gather_rows_per_s(const std::vector<float>& table,
@@ -203,6 +222,11 @@ int main(int argc, char** argv) {
     best("triad_gbs", [&] { return triad_gbs(a, b, c, threads); });
   }
   {
+    std::vector<float> buf((std::size_t(6) << 20) / sizeof(float), 1.0f);
+    read_gbs(buf, 1);
+    best("read_6mib_gbs", [&] { return read_gbs(buf, 50); });
+  }
+  {
     const std::size_t rows = 1 << 20, dim = 32;
     std::vector<float> table(rows * dim);
     for (std::size_t i = 0; i < table.size(); ++i) table[i] = float(i & 1023) * 1e-3f;
@@ -227,6 +251,7 @@ int main(int argc, char** argv) {
     line("fp32 FMA peak, AVX2", "fma_avx2_gflops", "GFLOP/s", 1);
     line(("sgemm " + std::to_string(gemm_n) + "^3, 1 thread").c_str(), "gemm_gflops", "GFLOP/s", 1);
     line("STREAM triad", "triad_gbs", "GB/s", 1);
+    line("read, 6 MiB buffer (L3)", "read_6mib_gbs", "GB/s", 1);
     line("random 128-B row gather", "gather_rows_per_s", "M rows/s", 1e6);
   }
   return 0;

@@ -280,7 +280,7 @@ int main(int argc, char** argv) {
     benchmark::Shutdown();
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_models: %s\n", e.what());
+    std::fprintf(stderr, "%s\n", e.what());
     return 1;
   }
 }

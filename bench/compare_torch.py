@@ -332,6 +332,7 @@ def main():
                             ("fma_avx2_gflops", "fp32 FMA peak AVX2, 1 thread", "GFLOP/s"),
                             ("gemm_gflops", "mtrank sgemm 2048^3, 1 thread", "GFLOP/s"),
                             ("triad_gbs", "STREAM triad, 1 thread", "GB/s"),
+                            ("read_6mib_gbs", "read bandwidth, 6 MiB buffer (L3)", "GB/s"),
                             ("gather_rows_per_s", "random 128-B rows, 1M-row table", "rows/s")):
         if key in l1:
             print(f"  {what:36s} {l1[key]:12.4g} / {l1[key + '_cpu']:12.4g} {unit}")
