@@ -43,8 +43,14 @@ json model_config(const std::string& type, bool dot, Index width) {
          {"task_subnet", {0, 1, 2}},
          {"code", {{"log_alpha_mean", 2.0}}},
          {"tower", tower}};
+  else if (type == "multi_domain")  // SNR-Trans stages + scene embedding, slot-gate, embedding transform, K x S towers
+    m = {{"stages", json::array({{{"num_subnets", 3}, {"subnet", {{"layers", {w}}}}},
+                                 {{"num_subnets", 3}, {"subnet", {{"layers", {h}}}}}})},
+         {"scene_dim", 8},
+         {"code", {{"log_alpha_mean", 2.0}}},
+         {"tower", tower}};
   else
-    fail("--models: unknown model '", type, "' (expected shared_bottom, mmoe, ple, snr_trans, snr_aver)");
+    fail("--models: unknown model '", type, "' (expected shared_bottom, mmoe, ple, snr_trans, snr_aver, multi_domain)");
   m["type"] = type;
   m["dot_interactions"] = dot;
   return m;
