@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 
+#include "mtrank/kernels/din_attention.hpp"
 #include "mtrank/kernels/gemm.hpp"
 
 namespace mtrank::blocks {
@@ -26,6 +27,26 @@ DinAttention<T>::DinAttention(ParameterArenaT<T>& arena, std::string_view prefix
                        nn::ActivationOptions{.kind = opt_.activation, .width = w});
     const Index out = i + 1 < n ? opt_.hidden[i + 1] : 1;
     lins_.emplace_back(arena, join_name(prefix, "layers." + std::to_string(i + 1)), nn::LinearOptions{.in = w, .out = out});
+    const std::string act = join_name(prefix, "acts." + std::to_string(i));
+    const bool dice = opt_.activation == ActivationKind::dice;
+    act_weight_.push_back(opt_.activation == ActivationKind::prelu ? arena.find(join_name(act, "weight"))
+                          : dice                                    ? arena.find(join_name(act, "alpha"))
+                                                                    : nullptr);
+    act_mean_.push_back(dice ? arena.find(join_name(act, "running_mean")) : nullptr);
+    act_var_.push_back(dice ? arena.find(join_name(act, "running_var")) : nullptr);
+  }
+}
+
+template <class T>
+bool DinAttention<T>::use_kernel(const Context& ctx) const {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;
+  } else {
+    const bool act_ok = (opt_.activation == ActivationKind::prelu && act_weight_[0]) ||
+                        (opt_.activation == ActivationKind::dice && !ctx.training && act_weight_[0] && act_mean_[0] &&
+                         act_var_[0]);
+    return opt_.fused && act_ok && (opt_.hidden.size() == 1 || opt_.hidden.size() == 2) &&
+           lins_.back().bias() && lin0_.bias() && (opt_.hidden.size() == 1 || lins_[0].bias());
   }
 }
 
@@ -62,7 +83,50 @@ MatrixView<const T> DinAttention<T>::forward(MatrixView<const T> query, MatrixVi
   ws.pooled.zero();
   ensure(ws.weights, B, w.padded);
   ws.weights.zero();
+  ws.kernel = false;
   if (N == 0) return pooled;
+
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_kernel(ctx)) {
+      const std::size_t nh = opt_.hidden.size();
+      kernels::DinAttentionArgs a;
+      a.batch = B, a.padded_len = w.padded, a.dim = d, a.h1 = h1, a.h2 = nh == 2 ? opt_.hidden[1] : 0;
+      a.ld_query = query.stride, a.ld_keys = keys.stride;
+      a.activation = opt_.activation == ActivationKind::dice ? kernels::DinActivation::dice : kernels::DinActivation::prelu;
+      a.softmax = opt_.softmax, a.normalize_by_length = opt_.normalize_by_length;
+      kernels::DinAttentionWeights<float> kw;
+      kw.w1 = lin0_.weight().data, kw.b1 = lin0_.bias(), kw.act1 = act_weight_[0]->value;
+      kw.w3 = lins_.back().weight().data, kw.b3 = lins_.back().bias();
+      if (nh == 2) kw.w2 = lins_[0].weight().data, kw.b2 = lins_[0].bias(), kw.act2 = act_weight_[1]->value;
+      if (opt_.activation == ActivationKind::dice) {
+        // Running statistics exactly as nn::Activation computes them at inference.
+        const Index h2 = a.h2;
+        ws.kstats.resize(static_cast<std::size_t>(2 * (h1 + h2)));
+        float* st = ws.kstats.data();
+        for (std::size_t l = 0; l < nh; ++l) {
+          const Index hw = opt_.hidden[l];
+          float* mean = st + (l ? 2 * h1 : 0);
+          float* inv = mean + hw;
+          for (Index j = 0; j < hw; ++j) {
+            mean[j] = act_mean_[l]->value[j];
+            inv[j] = float(1.0 / std::sqrt(double(act_var_[l]->value[j]) + acts_[l].options().dice_eps));
+          }
+        }
+        kw.mean1 = st, kw.inv_std1 = st + h1;
+        if (nh == 2) kw.mean2 = st + 2 * h1, kw.inv_std2 = st + 2 * h1 + h2;
+      }
+      // Pre-activations are always saved (backward may follow an inference-mode forward).
+      float* saved = ensure(ws.ksaved, B * w.padded, h1 + a.h2).data;
+      ws.kscratch.resize(static_cast<std::size_t>(kernels::din_attention_scratch_size(a)));
+      kernels::din_attention_kernels().f32_din_attention_forward(a, kw, query.data, keys.data, w.start.data(),
+                                                                 w.count.data(), pooled.data, ws.weights.data(), saved,
+                                                                 ws.kscratch.data());
+      ws.kernel = true;
+      ws.kargs = a;
+      ws.kweights = kw;
+      return pooled;
+    }
+  }
 
   const MatrixView<const T> W1 = lin0_.weight();
   if (opt_.fused) {
@@ -147,6 +211,26 @@ typename DinAttention<T>::Grads DinAttention<T>::backward(MatrixView<const T> dy
   ws.dq.zero();
   ws.dkeys.zero();
   if (N == 0) return need_dx ? Grads{dq, dk} : Grads{};
+  if constexpr (std::is_same_v<T, float>) {
+    if (ws.kernel) {
+      const std::size_t nh = opt_.hidden.size();
+      kernels::DinAttentionGrads<float> g;
+      g.w1 = lin0_.weight_param().grad, g.b1 = lin0_.bias_param()->grad, g.act1 = act_weight_[0]->grad;
+      g.w3 = lins_.back().weight_param().grad, g.b3 = lins_.back().bias_param()->grad;
+      if (nh == 2) g.w2 = lins_[0].weight_param().grad, g.b2 = lins_[0].bias_param()->grad, g.act2 = act_weight_[1]->grad;
+      const float* dyp = dy.data;
+      if (dy.stride != d) {  // e.g. a column block of MultiDin's gradient: make it dense
+        MatrixView<T> dense = ensure(ws.da, B, d);
+        for (Index b = 0; b < B; ++b) std::copy(dy.row(b), dy.row(b) + d, dense.row(b));
+        dyp = dense.data;
+      }
+      kernels::din_attention_kernels().f32_din_attention_backward(
+          ws.kargs, ws.kweights, ws.query.data, ws.keys.data, w.start.data(), w.count.data(), ws.weights.data(),
+          ws.ksaved.data(), dyp, dq.data, dk.data, g, ws.kscratch.data());
+      if (!need_dx) return {};
+      return {dq, dk};
+    }
+  }
   const MatrixView<const T> keys = ws.keys, query = ws.query;
   const MatrixView<const T> a = ws.weights.matrix();
   MatrixView<T> ds = ensure(ws.dscore, N, 1);

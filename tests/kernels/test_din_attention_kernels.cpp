@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernel_test_util.hpp"
+#include "mtrank/blocks/din.hpp"
 #include "mtrank/kernels/din_attention.hpp"
 #include "testing.hpp"
 
@@ -315,6 +316,84 @@ TEST_CASE("DIN attention: every ISA matches the reference") {
       bool same = true;
       for (std::size_t i = 0; i < Bd; ++i) same = same && pooled2[i] == got.pooled[i];
       CHECK(same);
+    }
+  }
+}
+
+// ---- the block path: DinAttention<float> runs the kernel; DinAttention<double> the layers ----
+
+TEST_CASE("DinAttention<float> through the fused kernel equals the double layer-by-layer path") {
+  using blocks::DinAttention;
+  using blocks::DinAttentionOptions;
+  using nn::ActivationKind;
+  struct Opt {
+    std::vector<Index> hidden;
+    ActivationKind act;
+    bool training, softmax, norm;
+    Index max_len;
+  };
+  const std::vector<Opt> opts = {{{16, 8}, ActivationKind::prelu, true, false, false, 0},
+                                 {{16, 8}, ActivationKind::prelu, false, true, true, 0},
+                                 {{9}, ActivationKind::prelu, true, false, true, 3},
+                                 {{12, 5}, ActivationKind::dice, false, false, false, 0},
+                                 {{7}, ActivationKind::dice, false, true, false, 4}};
+  Rng rng(404);
+  for (const Opt& o : opts) {
+    INFO("hidden " << o.hidden.size() << " act " << nn::activation_name(o.act) << " training " << o.training);
+    const Index B = 4, L = 6, d = 9, ldy = 2 * d;
+    DinAttentionOptions opt{.dim = d, .hidden = o.hidden, .activation = o.act, .softmax = o.softmax,
+                            .normalize_by_length = o.norm, .max_len = o.max_len};
+    ParameterArena af(1);
+    ParameterArenaT<double> ad(1);
+    DinAttention<float> df(af, "din", opt);
+    DinAttention<double> dd(ad, "din", opt);
+    auto pf = af.parameters().begin();
+    for (auto& p : ad.parameters()) {
+      for (Index i = 0; i < p.numel(); ++i) {
+        const float v = p.trainable ? float(0.5 * rng.normal()) : float(p.name.find("var") != std::string::npos ? 0.5 + rng.uniform() : 0.3 * rng.normal());
+        pf->value[i] = v;
+        p.value[i] = v;
+      }
+      ++pf;
+    }
+    TensorT<float> q(Shape{B, d}), k(Shape{B * L, d}), dy(Shape{B, ldy});
+    for (Index i = 0; i < q.numel(); ++i) q.data()[i] = float(rng.normal());
+    for (Index i = 0; i < k.numel(); ++i) k.data()[i] = float(rng.normal());
+    for (Index i = 0; i < dy.numel(); ++i) dy.data()[i] = float(rng.normal());
+    TensorT<double> qd(Shape{B, d}), kd(Shape{B * L, d}), dyd(Shape{B, d});
+    for (Index i = 0; i < q.numel(); ++i) qd.data()[i] = q.data()[i];
+    for (Index i = 0; i < k.numel(); ++i) kd.data()[i] = k.data()[i];
+    for (Index b = 0; b < B; ++b)
+      for (Index c = 0; c < d; ++c) dyd.data()[b * d + c] = dy.data()[b * ldy + d + c];
+    std::vector<std::int64_t> len{6, 1, 0, 5};
+    Context ctx{o.training, nullptr};
+    DinAttention<float>::Workspace wf;
+    DinAttention<double>::Workspace wd;
+    auto yf = df.forward(q.matrix(), k.matrix(), len, wf, ctx);
+    auto yd = dd.forward(qd.matrix(), kd.matrix(), len, wd, ctx);
+    CHECK(wf.kernel);
+    CHECK(!wd.kernel);
+    // dy is a strided column block (as MultiDin passes it).
+    auto gf = df.backward(dy.matrix().col_block(d, d), wf);
+    auto gd = dd.backward(dyd.matrix(), wd);
+    auto cmp = [](auto got, auto want) {
+      double mx = 0, err = 0;
+      for (Index r = 0; r < want.rows; ++r)
+        for (Index c = 0; c < want.cols; ++c) {
+          mx = std::max(mx, std::abs(double(want(r, c))));
+          err = std::max(err, std::abs(double(got(r, c)) - double(want(r, c))));
+        }
+      return err <= 3e-5 * mx + 1e-6;
+    };
+    CHECK(cmp(yf, yd));
+    CHECK(cmp(df.weights(wf), dd.weights(wd)));
+    CHECK(cmp(gf.query, gd.query));
+    CHECK(cmp(gf.keys, gd.keys));
+    auto pg = af.parameters().begin();
+    for (auto& p : ad.parameters()) {
+      INFO(p.name);
+      if (p.trainable) CHECK(cmp(pg->grad_matrix(), p.grad_matrix()));
+      ++pg;
     }
   }
 }

@@ -18,6 +18,12 @@
 // GEMM: a quarter of the naive FLOPs. fused = false runs the literal concatenation (the
 // test oracle). Only valid behaviours are scored (padding costs nothing, and Dice's batch
 // statistics see only real behaviours).
+//
+// float, fused, one or two hidden layers, PReLU (or Dice outside training, i.e. with running
+// statistics): forward and backward run the fused DIN attention kernel family
+// (kernels/din_attention.hpp, AVX2 / AVX-512 dispatched), which keeps the whole per-sample
+// attention MLP in cache. Every other configuration (double, Dice with batch statistics,
+// deeper MLPs, fused = false) runs the layer-by-layer path below.
 #pragma once
 #include <string>
 #include <string_view>
@@ -26,6 +32,7 @@
 #include "mtrank/core/arena.hpp"
 #include "mtrank/core/context.hpp"
 #include "mtrank/core/tensor.hpp"
+#include "mtrank/kernels/din_attention.hpp"
 #include "mtrank/nn/activation.hpp"
 #include "mtrank/nn/linear.hpp"
 #include "mtrank/nn/sequence.hpp"
@@ -57,6 +64,13 @@ class DinAttention {
     std::vector<typename nn::Activation<T>::Workspace> acts;  // acts 0..n-1
     MatrixView<const T> scores;                                // [N, 1]
     TensorT<T> dscore, dh1, dq, dkeys, dmat, dbm, dwp, dc, da;
+    // Fused-kernel path (float): whether the last forward used it, its saved pre-activations,
+    // scratch, and the Dice statistics it ran with.
+    bool kernel = false;
+    TensorT<T> ksaved;
+    std::vector<T> kscratch, kstats;
+    kernels::DinAttentionArgs kargs;
+    kernels::DinAttentionWeights<T> kweights;
   };
   struct Grads {
     MatrixView<const T> query, keys;
@@ -77,11 +91,14 @@ class DinAttention {
 
  private:
   MatrixView<const T> score(Workspace& ws, const Context& ctx) const;
+  bool use_kernel(const Context& ctx) const;
   DinAttentionOptions opt_;
   std::string name_;
   nn::Linear<T> lin0_;
   std::vector<nn::Linear<T>> lins_;
   std::vector<nn::Activation<T>> acts_;
+  // Per hidden layer: PReLU slope / Dice alpha, running mean, running var (kernel path).
+  std::vector<Parameter<T>*> act_weight_, act_mean_, act_var_;
 };
 
 extern template class DinAttention<float>;
