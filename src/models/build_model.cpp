@@ -1,5 +1,6 @@
 // build_model(): JSON config -> a typed model behind the Model interface. Every field is read
 // with errors that name its JSON path; unknown fields are rejected.
+#include <algorithm>
 #include <map>
 
 #include "mtrank/blocks/mmoe.hpp"
@@ -7,6 +8,7 @@
 #include "mtrank/blocks/snr.hpp"
 #include "mtrank/io/json_util.hpp"
 #include "mtrank/models/embedded_model.hpp"
+#include "mtrank/models/interest_model.hpp"
 #include "mtrank/models/multi_domain.hpp"
 #include "mtrank/models/multitask_net.hpp"
 #include "mtrank/models/shared_bottom.hpp"
@@ -91,12 +93,17 @@ struct Common {
   OutputTransform transform = OutputTransform::none;
   TowerOptions tower;
   Index num_tasks = 0;
+  std::shared_ptr<const InterestModelOptions> interest;  // types din / dmt / sim
 };
 
 template <class Backbone>
 std::unique_ptr<Model> make(const json& config, const Common& c, std::function<Backbone(ParameterArena&, Index)> backbone) {
   using Net = MultiTaskNet<float, Backbone>;
   const TowerOptions tower = c.tower;
+  if (c.interest)
+    return std::make_unique<InterestModel<Net>>(config, c.schema, c.seed, c.emb, *c.interest, [&](ParameterArena& arena, Index in) {
+      return Net(arena, "", backbone(arena, in), tower);
+    });
   return std::make_unique<EmbeddedModel<Net>>(
       config, c.schema, c.seed, c.emb,
       [&](ParameterArena& arena, Index in) { return Net(arena, "", backbone(arena, in), tower); }, c.transform);
@@ -196,6 +203,7 @@ std::unique_ptr<Model> build_multi_domain(const json& config, const json& m, con
 }
 
 using Builder = std::unique_ptr<Model> (*)(const json&, const json&, const Common&, const std::string&);
+std::unique_ptr<Model> build_interest(const json& config, const json& m, const Common& c, const std::string& p);
 
 const std::map<std::string, Builder>& builders() {
   static const std::map<std::string, Builder> table = {
@@ -203,9 +211,25 @@ const std::map<std::string, Builder>& builders() {
       {"esmm", build_shared_bottom},          {"mmoe", build_mmoe},
       {"ple", build_ple},                     {"cgc", build_ple},
       {"snr_trans", build_snr<blocks::SnrKind::trans>}, {"snr_aver", build_snr<blocks::SnrKind::aver>},
+      {"din", build_interest},                {"dmt", build_interest},
+      {"sim", build_interest},
       {"multi_domain", build_multi_domain},
   };
   return table;
+}
+
+// Interest models (interest_model.hpp): a sequence front end in front of the backbone named by
+// "backbone" (default: din/sim shared_bottom, dmt mmoe), which reads its usual keys.
+std::unique_ptr<Model> build_interest(const json& config, const json& m, const Common& c, const std::string& p) {
+  const std::string type = m.at("type").get<std::string>();
+  if (c.transform != OutputTransform::none) fail(p, ".output: ", type, " supports only \"none\"");
+  const std::string backbone = get_optional<std::string>(m, "backbone", p, "a backbone type", default_interest_backbone(type));
+  static const char* const ok[] = {"shared_bottom", "mmoe", "ple", "cgc", "snr_trans", "snr_aver"};
+  if (std::find(std::begin(ok), std::end(ok), backbone) == std::end(ok))
+    fail(p, ".backbone: expected one of shared_bottom, mmoe, ple, cgc, snr_trans, snr_aver, got \"", backbone, "\"");
+  Common ci = c;
+  ci.interest = std::make_shared<const InterestModelOptions>(parse_interest_model(m, p, type, c.schema));
+  return builders().at(backbone)(config, m, ci, p);
 }
 
 }  // namespace
@@ -234,11 +258,15 @@ std::unique_ptr<Model> build_model(const json& config) {
   }
   io::reject_unknown_keys(m, {"type", "sequence_pooling", "embedding_init_std", "dot_interactions", "output", "tower", "bottom", "num_experts",
                               "expert", "gate", "levels", "stages", "task_subnet", "code", "scene_dim", "embedding_transform",
-                              "slot_gate", "wiring", "expert_gate", "ppnet", "snr_kind", "co_action"},
+                              "slot_gate", "wiring", "expert_gate", "ppnet", "snr_kind", "co_action",
+                              "backbone", "query", "sequences", "bias_net"},
                           p);
   if (type != "multi_domain")
     for (const char* k : {"scene_dim", "embedding_transform", "slot_gate", "wiring", "expert_gate", "ppnet", "snr_kind"})
       if (m.contains(k)) fail(p, ".", k, ": only used by type \"multi_domain\"");
+  if (!is_interest_type(type))
+    for (const char* k : {"backbone", "query", "sequences", "bias_net"})
+      if (m.contains(k)) fail(p, ".", k, ": only used by types \"din\", \"dmt\" and \"sim\"");
   const std::string pooling = get_optional<std::string>(m, "sequence_pooling", p, "\"mean\" or \"sum\"", "mean");
   if (pooling == "mean") c.emb.sequence_pooling = SequencePooling::mean;
   else if (pooling == "sum") c.emb.sequence_pooling = SequencePooling::sum;

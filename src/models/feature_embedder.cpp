@@ -1,5 +1,6 @@
 #include "mtrank/models/feature_embedder.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -21,7 +22,14 @@ FeatureEmbedder<T>::FeatureEmbedder(ParameterArenaT<T>& arena, std::string_view 
     sparse_offset_.push_back(col);
     col += f.dim;
   }
+  for (const auto& name : opt_.external_sequences) {
+    bool found = false;
+    for (const auto& s : schema_.sequences) found = found || s.name == name;
+    if (!found) fail("feature embedder: external sequence '", name, "' is not a sequence field of the schema");
+  }
   for (const auto& s : schema_.sequences) {
+    seq_external_.push_back(std::find(opt_.external_sequences.begin(), opt_.external_sequences.end(), s.name) !=
+                            opt_.external_sequences.end());
     if (!s.table.empty()) {
       const int t = schema_.sparse_index(s.table);
       seq_tables_.push_back(tables_[static_cast<std::size_t>(t)]);
@@ -35,6 +43,10 @@ FeatureEmbedder<T>::FeatureEmbedder(ParameterArenaT<T>& arena, std::string_view 
       seq_hash_.push_back(s.hash);
       seq_vocab_.push_back(s.vocab);
     }
+    if (seq_external_.back()) {
+      seq_offset_.push_back(-1);
+      continue;
+    }
     seq_offset_.push_back(col);
     col += seq_dim_.back();
   }
@@ -43,7 +55,8 @@ FeatureEmbedder<T>::FeatureEmbedder(ParameterArenaT<T>& arena, std::string_view 
   width_ = inter_offset_;
   if (opt_.dot_interactions) {
     for (std::size_t i = 0; i < schema_.sparse.size(); ++i) vec_.push_back({sparse_offset_[i], schema_.sparse[i].dim});
-    for (std::size_t j = 0; j < schema_.sequences.size(); ++j) vec_.push_back({seq_offset_[j], seq_dim_[j]});
+    for (std::size_t j = 0; j < schema_.sequences.size(); ++j)
+      if (!seq_external_[j]) vec_.push_back({seq_offset_[j], seq_dim_[j]});
     // Inner products need equal widths; pairs of different widths are skipped.
     for (std::size_t a = 0; a < vec_.size(); ++a)
       for (std::size_t b = a + 1; b < vec_.size(); ++b)
@@ -84,6 +97,14 @@ Index FeatureEmbedder<T>::row_of(std::size_t field, std::int64_t id) const {
 }
 
 template <class T>
+Index FeatureEmbedder<T>::sequence_row_of(std::size_t j, std::int64_t id) const {
+  if (seq_hash_[j]) return data::hash_id(id, seq_vocab_[j]);
+  if (id < 0 || id >= seq_vocab_[j])
+    fail("sequence '", schema_.sequences[j].name, "': id ", id, " out of range [0, ", seq_vocab_[j], ")");
+  return id;
+}
+
+template <class T>
 MatrixView<const T> FeatureEmbedder<T>::forward(const data::Batch& batch, Workspace& ws, const Context&) const {
   MatrixView<T> x = ensure(ws.x, batch.size, width_);
   forward_fields(batch, FieldSelection{}, x, ws);
@@ -117,7 +138,7 @@ void FeatureEmbedder<T>::forward_fields(const data::Batch& batch, const FieldSel
   ws.seq_rows.resize(schema_.sequences.size());
   ws.seq_offsets.resize(schema_.sequences.size());
   for (std::size_t q = 0; q < schema_.sequences.size(); ++q) {
-    if (!selected(sel.sequences, q)) continue;
+    if (!selected(sel.sequences, q) || seq_external_[q]) continue;
     const auto& spec = schema_.sequences[q];
     const auto& col = batch.sequences[q];
     require(static_cast<Index>(col.offsets.size()) == B + 1, "sequence '", spec.name, "': offsets has ",
@@ -197,7 +218,8 @@ void FeatureEmbedder<T>::backward(MatrixView<const T> dx, Workspace& ws) const {
     bag_backward<T>(B, schema_.sparse[f].dim, g_in.data + sparse_offset_[f], g_in.stride, ws.rows[f].data(),
                     unit_offsets(ws, B), kernels::PoolingMode::sum, tables_[f]->sparse_grad, ws.grad_rows);
   for (std::size_t q = 0; q < seq_tables_.size(); ++q)
-    bag_backward<T>(B, seq_dim_[q], g_in.data + seq_offset_[q], g_in.stride, ws.seq_rows[q].data(),
+    if (!seq_external_[q])
+      bag_backward<T>(B, seq_dim_[q], g_in.data + seq_offset_[q], g_in.stride, ws.seq_rows[q].data(),
                     ws.seq_offsets[q].data(), pooling(), seq_tables_[q]->sparse_grad, ws.grad_rows);
 }
 

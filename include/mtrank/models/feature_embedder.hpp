@@ -37,6 +37,10 @@ struct FeatureEmbedderOptions {
   /// Co-action features (co_action_features.hpp), appended after everything else; off when
   /// co_action.item_field is empty.
   CoActionFeatureOptions co_action;
+  /// Sequence fields whose tables are created but which are not pooled into x (no columns): a
+  /// model that runs its own sequence encoder (DIN, DMT, SIM; models/interest_model.hpp) reads
+  /// their tables through sequence_table() / sequence_row_of().
+  std::vector<std::string> external_sequences;
 };
 
 template <class T = float>
@@ -76,7 +80,12 @@ class FeatureEmbedder {
   Index out_features() const { return width_; }
   /// Column offset and width of sparse field i / sequence field j / the dense block in x.
   Index sparse_offset(std::size_t i) const { return sparse_offset_[i]; }
-  Index sequence_offset(std::size_t j) const { return seq_offset_[j]; }
+  Index sequence_offset(std::size_t j) const { return seq_offset_[j]; }  // -1 for an external sequence
+  /// External sequences (FeatureEmbedderOptions::external_sequences): table, width and id -> row.
+  bool sequence_external(std::size_t j) const { return seq_external_[j]; }
+  Parameter<T>& sequence_table(std::size_t j) const { return *seq_tables_[j]; }
+  Index sequence_dim(std::size_t j) const { return seq_dim_[j]; }
+  Index sequence_row_of(std::size_t j, std::int64_t id) const;
   Index dense_offset() const { return dense_offset_; }
   /// Table row of a raw id for sparse field i (hash or range check; throws naming the field).
   Index row_of(std::size_t field, std::int64_t id) const;
@@ -99,7 +108,7 @@ class FeatureEmbedder {
   std::vector<Parameter<T>*> tables_;      // per sparse field
   std::vector<Parameter<T>*> seq_tables_;  // per sequence field
   std::vector<Index> sparse_offset_, seq_offset_, seq_dim_;
-  std::vector<bool> seq_hash_;
+  std::vector<bool> seq_hash_, seq_external_;
   std::vector<std::pair<Index, Index>> vec_;  // (offset, width) of every embedding vector in x
   Index inter_offset_ = 0;
   std::vector<Index> seq_vocab_;
