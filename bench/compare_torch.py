@@ -289,7 +289,8 @@ def grid(quick):
             cells += [(c, b, 1, "infer") for b in (1, 32, 256, 1024)]
             cells += [(c, 1024, 2, "infer")]
             cells += [(c, b, 1, "train") for b in (256, 1024)]
-            cells += [(c, 1024, 2, "train")]
+            if c == "mmoe":
+                cells += [(c, 1024, 2, "train")]
     return cells
 
 
@@ -297,13 +298,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench-dir", default="build/bench/bench", help="directory with bench_models and bench_machine_limits")
     ap.add_argument("--quick", action="store_true", help="a smaller grid, 3 repetitions")
-    ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions per cell (default 5, quick 3)")
-    ap.add_argument("--min-time", type=float, default=None, help="seconds per measurement (default 0.3, quick 0.2)")
+    ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions per cell (default 3)")
+    ap.add_argument("--min-time", type=float, default=None, help="seconds per measurement (default 0.2)")
     ap.add_argument("--cells", default="", help="only cells whose 'config/batch/threads/mode' contains this text")
     ap.add_argument("--json", default="", help="write every measurement to this JSON file")
     args = ap.parse_args()
-    reps = args.reps or (3 if args.quick else 5)
-    min_time = args.min_time or (0.2 if args.quick else 0.3)
+    reps = args.reps or 3
+    min_time = args.min_time or 0.2
     exe = os.path.join(args.bench_dir, "bench_models")
     limits_exe = os.path.join(args.bench_dir, "bench_machine_limits")
     for p in (exe, limits_exe):
@@ -344,8 +345,37 @@ def main():
     cells = [c for c in grid(args.quick) if args.cells in "/".join(map(str, c))]
     mt, tr = MtrankRunner(exe), TorchRunner()
     results = {c: {"mtrank": [], "torch": [], "mtrank_cpu": [], "torch_cpu": [], "gflops_per_sample": 0.0} for c in cells}
+    med = statistics.median
+    peak_cpu = l1[peak_key + "_cpu"]
+    rows, scaling = [], []
+
+    def summarize(cell):
+        r = results[cell]
+        ratio_w = med([a / b for a, b in zip(r["mtrank"], r["torch"])])
+        ratio_c = med([a / b for a, b in zip(r["mtrank_cpu"], r["torch_cpu"])])
+        gf = med(r["mtrank_cpu"]) * r["gflops_per_sample"]
+        return {"config": cell[0], "batch": cell[1], "threads": cell[2], "mode": cell[3],
+                "mtrank_wall": med(r["mtrank"]), "torch_wall": med(r["torch"]), "ratio_wall": ratio_w,
+                "mtrank_cpu": med(r["mtrank_cpu"]), "torch_cpu": med(r["torch_cpu"]), "ratio_cpu": ratio_c,
+                "mtrank_gflops_cpu": gf, "pct_peak": 100 * gf / (peak_cpu * cell[2]), "runs": r}
+
+    def save():
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"torch": torch.__version__, "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+                           "torch_gemm_gflops": {"wall": wall, "cpu": cpu}, "limits": limits,
+                           "load_before": load_before, "reps": reps, "min_time": min_time, "cells": rows,
+                           "scaling": scaling}, f, indent=1)
+
+    print(f"\n{reps} interleaved repetitions of {min_time} s per cell and side; samples/s are medians; "
+          "ratio = median over repetitions of mtrank/PyTorch; GFLOP/s and % of peak from mtrank's CPU-time rate "
+          "(peak = FMA peak per CPU second x threads)\n")
+    print("| config | mode | batch | threads | mtrank /s (wall) | PyTorch /s (wall) | ratio (wall) | "
+          "mtrank /s (CPU) | PyTorch /s (CPU) | ratio (CPU) | mtrank GFLOP/s | % FMA peak |")
+    print("|" + " --- |" * 12, flush=True)
     t_start = time.time()
-    # Group by configuration (each side keeps one configuration's models in memory).
+    # Group by configuration (each side keeps one configuration's models in memory); the rows
+    # of a configuration are printed (and the JSON rewritten) as soon as it is done.
     configs = list(dict.fromkeys(c[0] for c in cells))
     for config in configs:
         ccells = [c for c in cells if c[0] == config]
@@ -363,37 +393,19 @@ def main():
                         results[cell]["torch"].append(w)
                         results[cell]["torch_cpu"].append(c)
             print(f"  [{time.time() - t_start:6.1f} s] {config}: repetition {r + 1}/{reps} done", file=sys.stderr)
+        for cell in ccells:
+            row = summarize(cell)
+            rows.append(row)
+            print(f"| {cell[0]} | {cell[3]} | {cell[1]} | {cell[2]} | {row['mtrank_wall']:.0f} | {row['torch_wall']:.0f} | "
+                  f"{row['ratio_wall']:.2f} | {row['mtrank_cpu']:.0f} | {row['torch_cpu']:.0f} | {row['ratio_cpu']:.2f} | "
+                  f"{row['mtrank_gflops_cpu']:.1f} | {row['pct_peak']:.0f}% |", flush=True)
+        save()
     mt.close()
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
+    print(f"\nload average before: {' '.join(load_before)}, after: {' '.join(load_after)}")
 
-    med = statistics.median
-    print(f"\nload average before: {' '.join(load_before)}, after: {' '.join(load_after)}; "
-          f"{reps} interleaved repetitions of {min_time} s per cell and side")
-    print("samples/s are medians; ratio = median over repetitions of mtrank/PyTorch; "
-          "GFLOP/s and % of peak from mtrank's CPU-time rate (peak = FMA peak per CPU second x threads)\n")
-    hdr = ("| config | mode | batch | threads | mtrank /s (wall) | PyTorch /s (wall) | ratio (wall) | "
-           "mtrank /s (CPU) | PyTorch /s (CPU) | ratio (CPU) | mtrank GFLOP/s | % FMA peak |")
-    print(hdr)
-    print("|" + " --- |" * 12)
-    rows = []
-    for cell in cells:
-        r = results[cell]
-        ratio_w = med([a / b for a, b in zip(r["mtrank"], r["torch"])])
-        ratio_c = med([a / b for a, b in zip(r["mtrank_cpu"], r["torch_cpu"])])
-        gf = med(r["mtrank_cpu"]) * r["gflops_per_sample"]
-        peak = l1[peak_key + "_cpu"] * cell[2]
-        row = {"config": cell[0], "batch": cell[1], "threads": cell[2], "mode": cell[3],
-               "mtrank_wall": med(r["mtrank"]), "torch_wall": med(r["torch"]), "ratio_wall": ratio_w,
-               "mtrank_cpu": med(r["mtrank_cpu"]), "torch_cpu": med(r["torch_cpu"]), "ratio_cpu": ratio_c,
-               "mtrank_gflops_cpu": gf, "pct_peak": 100 * gf / peak, "runs": r}
-        rows.append(row)
-        print(f"| {cell[0]} | {cell[3]} | {cell[1]} | {cell[2]} | {row['mtrank_wall']:.0f} | {row['torch_wall']:.0f} | "
-              f"{ratio_w:.2f} | {row['mtrank_cpu']:.0f} | {row['torch_cpu']:.0f} | {ratio_c:.2f} | {gf:.1f} | "
-              f"{row['pct_peak']:.0f}% |")
-
-    # Thread scaling (wall clock): 2 threads vs 1 thread at batch 1024.
-    scaling = []
+    # Thread scaling (wall clock): 2 threads vs 1 thread at the same batch.
     for cell in cells:
         if cell[2] == 2:
             one = (cell[0], cell[1], 1, cell[3])
@@ -405,12 +417,7 @@ def main():
         print("\nthread scaling, wall clock, 2 threads / 1 thread:")
         for s in scaling:
             print(f"  {s['config']:10s} {s['mode']:5s} batch {s['batch']:5d} {s['side']:7s} {s['speedup']:.2f}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
-                       "torch_gemm_gflops": {"wall": wall, "cpu": cpu}, "limits": limits, "load_before": load_before,
-                       "load_after": load_after, "reps": reps, "min_time": min_time, "cells": rows,
-                       "scaling": scaling}, f, indent=1)
+    save()
     return 0
 
 
