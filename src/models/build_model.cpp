@@ -9,6 +9,7 @@
 #include "mtrank/io/json_util.hpp"
 #include "mtrank/models/embedded_model.hpp"
 #include "mtrank/models/interest_model.hpp"
+#include "mtrank/models/mm_fusion.hpp"
 #include "mtrank/models/multi_domain.hpp"
 #include "mtrank/models/multitask_net.hpp"
 #include "mtrank/models/shared_bottom.hpp"
@@ -202,6 +203,19 @@ std::unique_ptr<Model> build_multi_domain(const json& config, const json& m, con
   return std::make_unique<MultiDomainModel>(config, c.schema, c.seed, c.emb, parse_multi_domain(m, p, c.schema, c.tower));
 }
 
+std::unique_ptr<Model> build_mm(const json& config, const json& m, const Common& c, const std::string& p) {
+  if (c.transform != OutputTransform::none) fail(p, ".output: mm supports only \"none\"");
+  std::string user_field;
+  MmOptions o = parse_mm(m, p, c.schema, c.tower, user_field);
+  return std::make_unique<EmbeddedModel<MmNet<float>>>(
+      config, c.schema, c.seed, c.emb,
+      [o](ParameterArena& a, Index in) mutable {
+        o.in = in;
+        return MmNet<float>(a, o);
+      },
+      OutputTransform::none);
+}
+
 using Builder = std::unique_ptr<Model> (*)(const json&, const json&, const Common&, const std::string&);
 std::unique_ptr<Model> build_interest(const json& config, const json& m, const Common& c, const std::string& p);
 
@@ -213,7 +227,7 @@ const std::map<std::string, Builder>& builders() {
       {"snr_trans", build_snr<blocks::SnrKind::trans>}, {"snr_aver", build_snr<blocks::SnrKind::aver>},
       {"din", build_interest},                {"dmt", build_interest},
       {"sim", build_interest},
-      {"multi_domain", build_multi_domain},
+      {"multi_domain", build_multi_domain},   {"mm", build_mm},
   };
   return table;
 }
@@ -258,12 +272,13 @@ std::unique_ptr<Model> build_model(const json& config) {
   }
   io::reject_unknown_keys(m, {"type", "sequence_pooling", "embedding_init_std", "dot_interactions", "output", "tower", "bottom", "num_experts",
                               "expert", "gate", "levels", "stages", "task_subnet", "code", "scene_dim", "embedding_transform",
-                              "slot_gate", "wiring", "expert_gate", "ppnet", "snr_kind", "co_action",
+                              "slot_gate", "wiring", "expert_gate", "ppnet", "snr_kind", "co_action", "fusion",
                               "backbone", "query", "sequences", "bias_net"},
                           p);
   if (type != "multi_domain")
     for (const char* k : {"scene_dim", "embedding_transform", "slot_gate", "wiring", "expert_gate", "ppnet", "snr_kind"})
       if (m.contains(k)) fail(p, ".", k, ": only used by type \"multi_domain\"");
+  if (type != "mm" && m.contains("fusion")) fail(p, ".fusion: only used by type \"mm\"");
   if (!is_interest_type(type))
     for (const char* k : {"backbone", "query", "sequences", "bias_net"})
       if (m.contains(k)) fail(p, ".", k, ": only used by types \"din\", \"dmt\" and \"sim\"");

@@ -455,6 +455,52 @@ Index non_negative(const json& j, const char* key, const std::string& path, Inde
 
 }  // namespace
 
+void parse_snr_options(const json& m, const std::string& p, Index K, blocks::SnrOptions<GatedExpertOptions>& snr) {
+  auto it = m.find("stages");
+  if (it == m.end()) {
+    // Default: 3 stage-0 sub-networks [64], K upper sub-networks [32].
+    snr.stages.push_back({.num_subnets = 3, .subnet = {.mlp = {.layers = {64}}}});
+    snr.stages.push_back({.num_subnets = K, .subnet = {.mlp = {.layers = {32}}}});
+  } else {
+    if (!it->is_array() || it->size() < 2) fail(p, ".stages: expected an array of at least 2 stages");
+    for (std::size_t i = 0; i < it->size(); ++i) {
+      const std::string sp = p + ".stages[" + std::to_string(i) + "]";
+      const json& s = (*it)[i];
+      io::reject_unknown_keys(s, {"num_subnets", "subnet", "in"}, sp);
+      blocks::SnrStage<GatedExpertOptions> st;
+      st.num_subnets = io::get_required<Index>(s, "num_subnets", sp, "a positive integer");
+      if (st.num_subnets <= 0) fail(sp, ".num_subnets: expected a positive integer, got ", st.num_subnets);
+      st.subnet.mlp = parse_subnet(child(s, "subnet", sp), sp + ".subnet");
+      st.in = non_negative(s, "in", sp, 0);
+      snr.stages.push_back(st);
+    }
+  }
+  if (auto ts = m.find("task_subnet"); ts != m.end()) {
+    if (!ts->is_array()) fail(p, ".task_subnet: expected an array of sub-network indices");
+    for (auto& v : *ts) {
+      if (!v.is_number_integer() || v.get<Index>() < 0 || v.get<Index>() >= snr.stages.back().num_subnets)
+        fail(p, ".task_subnet: expected indices in [0, ", snr.stages.back().num_subnets, "), got ", ts->dump());
+      snr.task_subnet.push_back(v.get<Index>());
+    }
+    if (static_cast<Index>(snr.task_subnet.size()) != K)
+      fail(p, ".task_subnet: ", snr.task_subnet.size(), " entries, expected one per task (", K, ")");
+  } else if (snr.stages.back().num_subnets != K) {
+    fail(p, ".stages: the last stage has ", snr.stages.back().num_subnets, " sub-networks but there are ", K,
+         " tasks (set task_subnet)");
+  }
+  const std::string cp = p + ".code";
+  const json& code = child(m, "code", p);
+  io::reject_unknown_keys(code, {"beta", "gamma", "zeta", "log_alpha_mean", "log_alpha_std"}, cp);
+  snr.code.beta = positive(code, "beta", cp, snr.code.beta);
+  snr.code.gamma = get_optional<double>(code, "gamma", cp, "a negative number", snr.code.gamma);
+  if (!(snr.code.gamma < 0)) fail(cp, ".gamma: expected a negative number, got ", snr.code.gamma);
+  snr.code.zeta = get_optional<double>(code, "zeta", cp, "a number > 1", snr.code.zeta);
+  if (!(snr.code.zeta > 1)) fail(cp, ".zeta: expected a number > 1, got ", snr.code.zeta);
+  snr.code.log_alpha_mean = get_optional<double>(code, "log_alpha_mean", cp, "a number", 2.0);
+  snr.code.log_alpha_std = get_optional<double>(code, "log_alpha_std", cp, "a non-negative number", snr.code.log_alpha_std);
+  if (!(snr.code.log_alpha_std >= 0)) fail(cp, ".log_alpha_std: expected a non-negative number");
+}
+
 const std::vector<const char*>& multi_domain_keys() {
   static const std::vector<const char*> keys = {"scene_dim", "embedding_transform", "slot_gate", "wiring", "expert_gate",
                                                 "ppnet", "snr_kind", "stages", "task_subnet", "code", "tower"};
@@ -518,50 +564,7 @@ MultiDomainOptions parse_multi_domain(const json& m, const std::string& p, const
   else if (kind == "aver") o.snr_kind = blocks::SnrKind::aver;
   else fail(p, ".snr_kind: expected \"trans\" or \"aver\", got \"", kind, "\"");
 
-  const Index K = schema.num_tasks();
-  auto it = m.find("stages");
-  if (it == m.end()) {
-    // Default: 3 stage-0 sub-networks [64], K upper sub-networks [32].
-    o.snr.stages.push_back({.num_subnets = 3, .subnet = {.mlp = {.layers = {64}}}});
-    o.snr.stages.push_back({.num_subnets = K, .subnet = {.mlp = {.layers = {32}}}});
-  } else {
-    if (!it->is_array() || it->size() < 2) fail(p, ".stages: expected an array of at least 2 stages");
-    for (std::size_t i = 0; i < it->size(); ++i) {
-      const std::string sp = p + ".stages[" + std::to_string(i) + "]";
-      const json& s = (*it)[i];
-      io::reject_unknown_keys(s, {"num_subnets", "subnet", "in"}, sp);
-      blocks::SnrStage<GatedExpertOptions> st;
-      st.num_subnets = io::get_required<Index>(s, "num_subnets", sp, "a positive integer");
-      if (st.num_subnets <= 0) fail(sp, ".num_subnets: expected a positive integer, got ", st.num_subnets);
-      st.subnet.mlp = parse_subnet(child(s, "subnet", sp), sp + ".subnet");
-      st.in = non_negative(s, "in", sp, 0);
-      o.snr.stages.push_back(st);
-    }
-  }
-  if (auto ts = m.find("task_subnet"); ts != m.end()) {
-    if (!ts->is_array()) fail(p, ".task_subnet: expected an array of sub-network indices");
-    for (auto& v : *ts) {
-      if (!v.is_number_integer() || v.get<Index>() < 0 || v.get<Index>() >= o.snr.stages.back().num_subnets)
-        fail(p, ".task_subnet: expected indices in [0, ", o.snr.stages.back().num_subnets, "), got ", ts->dump());
-      o.snr.task_subnet.push_back(v.get<Index>());
-    }
-    if (static_cast<Index>(o.snr.task_subnet.size()) != K)
-      fail(p, ".task_subnet: ", o.snr.task_subnet.size(), " entries, expected one per task (", K, ")");
-  } else if (o.snr.stages.back().num_subnets != K) {
-    fail(p, ".stages: the last stage has ", o.snr.stages.back().num_subnets, " sub-networks but there are ", K,
-         " tasks (set task_subnet)");
-  }
-  const std::string cp = p + ".code";
-  const json& code = child(m, "code", p);
-  io::reject_unknown_keys(code, {"beta", "gamma", "zeta", "log_alpha_mean", "log_alpha_std"}, cp);
-  o.snr.code.beta = positive(code, "beta", cp, o.snr.code.beta);
-  o.snr.code.gamma = get_optional<double>(code, "gamma", cp, "a negative number", o.snr.code.gamma);
-  if (!(o.snr.code.gamma < 0)) fail(cp, ".gamma: expected a negative number, got ", o.snr.code.gamma);
-  o.snr.code.zeta = get_optional<double>(code, "zeta", cp, "a number > 1", o.snr.code.zeta);
-  if (!(o.snr.code.zeta > 1)) fail(cp, ".zeta: expected a number > 1, got ", o.snr.code.zeta);
-  o.snr.code.log_alpha_mean = get_optional<double>(code, "log_alpha_mean", cp, "a number", 2.0);
-  o.snr.code.log_alpha_std = get_optional<double>(code, "log_alpha_std", cp, "a non-negative number", o.snr.code.log_alpha_std);
-  if (!(o.snr.code.log_alpha_std >= 0)) fail(cp, ".log_alpha_std: expected a non-negative number");
+  parse_snr_options(m, p, schema.num_tasks(), o.snr);
   return o;
 }
 

@@ -211,6 +211,10 @@ class MultiDomainModel final : public Model {
 /// the already-parsed common tower section. Errors name the field.
 MultiDomainOptions parse_multi_domain(const nlohmann::json& m, const std::string& path,
                                       const data::FeatureSchema& schema, const TowerOptions& tower);
+/// Reads "stages", "task_subnet" and "code" of an SNR section for K tasks (log_alpha_mean
+/// defaults to 2: connections start open).
+void parse_snr_options(const nlohmann::json& m, const std::string& path, Index K,
+                       blocks::SnrOptions<GatedExpertOptions>& snr);
 /// The model keys parse_multi_domain reads (for build_model's unknown-key check).
 const std::vector<const char*>& multi_domain_keys();
 
