@@ -21,12 +21,42 @@ Mlp<T>::Mlp(ParameterArenaT<T>& arena, std::string_view prefix, MlpOptions opt) 
   }
 }
 
+namespace {
+// The fused form of `kind` after a Linear, or nullopt when it must run separately.
+std::optional<kernels::FusedActivation> fusable(ActivationKind kind, bool training) {
+  switch (kind) {
+    case ActivationKind::identity: return kernels::FusedActivation::identity;
+    case ActivationKind::relu: return kernels::FusedActivation::relu;
+    case ActivationKind::sigmoid: return kernels::FusedActivation::sigmoid;
+    case ActivationKind::tanh: return kernels::FusedActivation::tanh;
+    case ActivationKind::gelu:
+      if (!training) return kernels::FusedActivation::gelu_erf;
+      return std::nullopt;
+    case ActivationKind::prelu:
+    case ActivationKind::dice: return std::nullopt;
+  }
+  return std::nullopt;
+}
+}  // namespace
+
 template <class T>
 MatrixView<const T> Mlp<T>::forward(MatrixView<const T> x, Workspace& ws, const Context& ctx) const {
   ws.layers.resize(linears_.size());
   MatrixView<const T> h = x;
   for (std::size_t i = 0; i < linears_.size(); ++i) {
     auto& lw = ws.layers[i];
+    lw.fused_gelu = false;
+    if (activated(i) && !opt_.batch_norm) {
+      if (const auto fa = fusable(acts_[i].kind(), ctx.training)) {
+        lw.linear.x = h;
+        MatrixView<T> y = ensure(lw.act.y, h.rows, linears_[i].out_features());
+        linears_[i].forward_into(h, y, *fa, /*allow_bf16=*/!ctx.training);
+        lw.act.x = y;  // relu backward needs only sign(x) = sign(y); sigmoid / tanh use y
+        lw.fused_gelu = *fa == kernels::FusedActivation::gelu_erf;
+        h = drops_[i].forward(y, lw.drop, ctx);
+        continue;
+      }
+    }
     h = linears_[i].forward(h, lw.linear, ctx);
     if (!activated(i)) continue;
     if (opt_.batch_norm) h = norms_[i].forward(h, lw.norm, ctx);
@@ -43,6 +73,11 @@ MatrixView<const T> Mlp<T>::backward(MatrixView<const T> dy, Workspace& ws, bool
   for (std::size_t k = linears_.size(); k-- > 0;) {
     auto& lw = ws.layers[k];
     if (activated(k)) {
+      if (lw.fused_gelu) {  // recompute the pre-activation the fused inference forward did not keep
+        MatrixView<T> z = ensure(lw.linear.y, lw.linear.x.rows, linears_[k].out_features());
+        linears_[k].forward_into(lw.linear.x, z, kernels::FusedActivation::identity, false);
+        lw.act.x = z;
+      }
       g = drops_[k].backward(g, lw.drop);
       g = acts_[k].backward(g, lw.act);
       if (opt_.batch_norm) g = norms_[k].backward(g, lw.norm);

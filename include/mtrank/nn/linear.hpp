@@ -1,11 +1,21 @@
 // Linear layer, PyTorch layout: y = x W^T + b, W [out, in], b [out].
+//
+// float forward goes through kernels::f32_linear_fused (bias, and an activation when Mlp fuses
+// one, applied in the same call; oneDNN matmul post-ops or sgemm + epilogue, picked per shape), or
+// through bf16_linear_fused when kernels::set_bf16_inference(true) is on and ctx.training is
+// false. double (gradient checks) keeps matmul + bias.
 #pragma once
+#include <memory>
 #include <string_view>
+#include <type_traits>
 
 #include "mtrank/core/arena.hpp"
 #include "mtrank/core/context.hpp"
 #include "mtrank/core/tensor.hpp"
+#include "mtrank/kernels/activation.hpp"
+#include "mtrank/kernels/bf16.hpp"
 #include "mtrank/kernels/gemm.hpp"
+#include "mtrank/kernels/linear_fused.hpp"
 
 namespace mtrank::nn {
 
@@ -31,41 +41,75 @@ class Linear {
     const Init init = Init::linear_default(opt.in);
     weight_ = &arena.add(join_name(prefix, "weight"), Shape{opt.out, opt.in}, {.init = init});
     if (opt.bias) bias_ = &arena.add(join_name(prefix, "bias"), Shape{opt.out}, {.init = init});
+    if constexpr (std::is_same_v<T, float>) bf16_ = std::make_shared<kernels::Bf16Weights>();
   }
 
-  MatrixView<const T> forward(MatrixView<const T> x, Workspace& ws, const Context& = {}) const {
-    if (x.cols != opt_.in) fail("Linear '", weight_->name, "': input has ", x.cols, " columns, expected ", opt_.in);
+  MatrixView<const T> forward(MatrixView<const T> x, Workspace& ws, const Context& ctx = {}) const {
+    return forward_act(x, kernels::FusedActivation::identity, ws, ctx);
+  }
+
+  /// act(x W^T + b) in one fused call (Mlp uses this for relu/sigmoid/tanh/gelu layers).
+  MatrixView<const T> forward_act(MatrixView<const T> x, kernels::FusedActivation act, Workspace& ws,
+                                  const Context& ctx = {}) const {
     ws.x = x;
     MatrixView<T> y = ensure(ws.y, x.rows, opt_.out);
-    forward_into(x, y);
+    forward_into(x, y, act, /*allow_bf16=*/!ctx.training);
     return y;
   }
 
-  /// y = x W^T + b into caller memory (may be a column block of a wider matrix).
+  /// y = x W^T + b into caller memory (may be a column block of a wider matrix). Always f32/f64.
   void forward_into(MatrixView<const T> x, MatrixView<T> y) const {
-    if (bias_) {
-      for (Index r = 0; r < y.rows; ++r) std::copy(bias_->value, bias_->value + opt_.out, y.row(r));
-      kernels::matmul<T>(x, false, weight(), true, y, T(1), T(1));
+    forward_into(x, y, kernels::FusedActivation::identity, false);
+  }
+
+  /// y = act(x W^T + b); with allow_bf16 (inference callers) the bf16 path is used when
+  /// kernels::bf16_inference() is on (float only).
+  void forward_into(MatrixView<const T> x, MatrixView<T> y, kernels::FusedActivation act, bool allow_bf16) const {
+    if (x.cols != opt_.in) fail("Linear '", weight_->name, "': input has ", x.cols, " columns, expected ", opt_.in);
+    require_shape(y, x.rows, opt_.out, "Linear output");
+    if constexpr (std::is_same_v<T, float>) {
+      const float* b = bias_ ? bias_->value : nullptr;
+      if (allow_bf16 && kernels::bf16_inference())
+        kernels::bf16_linear_fused(x.rows, opt_.in, opt_.out, x.data, x.stride, weight_->value, *bf16_, b, act, y.data,
+                                   y.stride);
+      else
+        kernels::f32_linear_fused(x.rows, opt_.in, opt_.out, x.data, x.stride, weight_->value, b, act, y.data,
+                                  y.stride);
     } else {
-      kernels::matmul<T>(x, false, weight(), true, y);
+      if (bias_) {
+        for (Index r = 0; r < y.rows; ++r) std::copy(bias_->value, bias_->value + opt_.out, y.row(r));
+        kernels::matmul<T>(x, false, weight(), true, y, T(1), T(1));
+      } else {
+        kernels::matmul<T>(x, false, weight(), true, y);
+      }
+      apply_ref(act, y);
     }
   }
 
   /// Accumulates dW += dy^T x and db += colsum(dy); returns dx = dy W (when need_dx).
   MatrixView<const T> backward(MatrixView<const T> dy, Workspace& ws, bool need_dx = true) const {
     require_shape(dy, ws.x.rows, opt_.out, "Linear backward dy");
-    kernels::matmul<T>(dy, true, ws.x, false, MatrixView<T>(weight_->grad, opt_.out, opt_.in), T(1), T(1));
-    if (bias_) {
-      T* db = bias_->grad;
-      for (Index r = 0; r < dy.rows; ++r) {
-        const T* d = dy.row(r);
-        for (Index j = 0; j < opt_.out; ++j) db[j] += d[j];
+    if constexpr (std::is_same_v<T, float>) {
+      MatrixView<T> dx = need_dx ? ensure(ws.dx, dy.rows, opt_.in) : MatrixView<T>{};
+      kernels::f32_linear_backward(dy.rows, opt_.in, opt_.out, dy.data, dy.stride, ws.x.data, ws.x.stride,
+                                   weight_->value, weight_->grad, bias_ ? bias_->grad : nullptr,
+                                   need_dx ? dx.data : nullptr, opt_.in);
+      if (!need_dx) return {};
+      return dx;
+    } else {
+      kernels::matmul<T>(dy, true, ws.x, false, MatrixView<T>(weight_->grad, opt_.out, opt_.in), T(1), T(1));
+      if (bias_) {
+        T* db = bias_->grad;
+        for (Index r = 0; r < dy.rows; ++r) {
+          const T* d = dy.row(r);
+          for (Index j = 0; j < opt_.out; ++j) db[j] += d[j];
+        }
       }
+      if (!need_dx) return {};
+      MatrixView<T> dx = ensure(ws.dx, dy.rows, opt_.in);
+      kernels::matmul<T>(dy, false, weight(), false, dx);
+      return dx;
     }
-    if (!need_dx) return {};
-    MatrixView<T> dx = ensure(ws.dx, dy.rows, opt_.in);
-    kernels::matmul<T>(dy, false, weight(), false, dx);
-    return dx;
   }
 
   MatrixView<const T> weight() const { return {weight_->value, opt_.out, opt_.in}; }
@@ -77,9 +121,23 @@ class Linear {
   const LinearOptions& options() const { return opt_; }
 
  private:
+  static void apply_ref(kernels::FusedActivation act, MatrixView<T> y) {
+    for (Index r = 0; r < y.rows; ++r) {
+      T* yr = y.row(r);
+      switch (act) {
+        case kernels::FusedActivation::identity: break;
+        case kernels::FusedActivation::relu: kernels::relu_fwd_ref(yr, yr, y.cols); break;
+        case kernels::FusedActivation::sigmoid: kernels::sigmoid_fwd_ref(yr, yr, y.cols); break;
+        case kernels::FusedActivation::tanh: kernels::tanh_fwd_ref(yr, yr, y.cols); break;
+        case kernels::FusedActivation::gelu_erf: kernels::gelu_fwd_ref(yr, yr, y.cols); break;
+      }
+    }
+  }
+
   LinearOptions opt_;
   Parameter<T>* weight_ = nullptr;
   Parameter<T>* bias_ = nullptr;
+  std::shared_ptr<kernels::Bf16Weights> bf16_;  // float: lazily converted bf16 weights (bf16 inference)
 };
 
 extern template class Linear<float>;

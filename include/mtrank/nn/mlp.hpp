@@ -1,6 +1,11 @@
 // Multi-layer perceptron: for each layer i, Linear -> [BatchNorm] -> activation -> [Dropout].
 // Parameter names (PyTorch state_dict style): layers.{i}.weight/bias, norms.{i}.*, acts.{i}.*.
 // With activate_last = false the last Linear's output is returned raw (towers emitting logits).
+// Without batch norm, a relu / sigmoid / tanh / identity activation is fused into the Linear
+// (kernels::f32_linear_fused: one call, bias and activation as oneDNN post-ops or an epilogue);
+// the Activation workspace then holds the output as both x and y, which is all their backward
+// needs. gelu is fused only in inference (its backward needs the pre-activation; a backward after
+// such a forward recomputes it). PReLU and Dice always run separately.
 #pragma once
 #include <optional>
 #include <string>
@@ -32,6 +37,7 @@ class Mlp {
     typename BatchNorm<T>::Workspace norm;
     typename Activation<T>::Workspace act;
     typename Dropout<T>::Workspace drop;
+    bool fused_gelu = false;  // forward fused gelu: backward recomputes the pre-activation
   };
   struct Workspace {
     std::vector<LayerWorkspace> layers;
