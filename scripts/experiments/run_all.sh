@@ -26,7 +26,9 @@ for part in "${parts[@]}"; do
       { "${S[@]}" --optimizer adam:0.005
         "${S[@]}" --emb-dim 16
         "${S[@]}" --impressions 1000000 --epochs 2
-        "${S[@]}" --epochs 2; } | tee "$OUT/simulator_sweep.txt" ;;
+        "${S[@]}" --epochs 2
+        "${S[@]}" --impressions 2000000 --epochs 1
+        "${S[@]}" --impressions 1000000 --epochs 2 --emb-dim 16; } | tee "$OUT/simulator_sweep.txt" ;;
     real)
       "$X/train_adult" | tee "$OUT/adult.txt"
       "$X/train_samples" | tee "$OUT/samples.txt" ;;
