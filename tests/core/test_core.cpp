@@ -106,3 +106,13 @@ TEST_CASE("ISA detection and cap") {
   CHECK(parse_isa("avx2") == Isa::avx2);
   CHECK_THROWS_WITH(parse_isa("sse9"), Catch::Contains("MTRANK_ISA"));
 }
+
+TEST_CASE("A default tensor is empty and copies safely") {
+  Tensor t;
+  CHECK(t.numel() == 0);
+  Tensor c = t;
+  CHECK(c.numel() == 0);
+  c = Tensor(Shape{2}, 1.0f);
+  c = t;
+  CHECK(c.numel() == 0);
+}

@@ -190,7 +190,7 @@ class TensorT {
  private:
   std::unique_ptr<T, detail::AlignedFree> buf_;
   Index capacity_ = 0;
-  Shape shape_;
+  Shape shape_{0};  // empty, not a scalar: a default tensor owns no element
 };
 
 using Tensor = TensorT<float>;
