@@ -128,3 +128,40 @@ TEST_CASE("co-action kernels: reference equals CoActionUnit, every ISA equals th
     }
   }
 }
+
+TEST_CASE("CoActionUnit<float> runs the co-action kernel and agrees with CoActionUnit<double>") {
+  Rng rng(505);
+  const blocks::CoActionOptions opt{.in = 5, .layers = {4, 3}, .orders = 2};
+  blocks::CoActionUnit<float> uf(opt);
+  blocks::CoActionUnit<double> ud(opt);
+  const Index B = 3, L = 7, P = uf.param_width(), O = uf.out_features();
+  // p and dy are column blocks of wider matrices (strided views).
+  TensorT<float> p(Shape{B, P + 2}), x(Shape{B * L, 5}), dy(Shape{B, O + 3});
+  for (Index i = 0; i < p.numel(); ++i) p.data()[i] = float(0.5 * rng.normal());
+  for (Index i = 0; i < x.numel(); ++i) x.data()[i] = float(0.7 * rng.normal());
+  for (Index i = 0; i < dy.numel(); ++i) dy.data()[i] = float(rng.normal());
+  TensorT<double> pd(Shape{B, P}), xd(Shape{B * L, 5}), dyd(Shape{B, O});
+  for (Index b = 0; b < B; ++b) {
+    for (Index j = 0; j < P; ++j) pd.data()[b * P + j] = p.data()[b * (P + 2) + 1 + j];
+    for (Index j = 0; j < O; ++j) dyd.data()[b * O + j] = dy.data()[b * (O + 3) + 2 + j];
+  }
+  for (Index i = 0; i < x.numel(); ++i) xd.data()[i] = x.data()[i];
+  const std::vector<Index> len{7, 0, 4};
+  blocks::CoActionUnit<float>::Workspace wf;
+  blocks::CoActionUnit<double>::Workspace wd;
+  auto yf = uf.forward(p.matrix().col_block(1, P), x.matrix(), L, len, wf);
+  auto yd = ud.forward(pd.matrix(), xd.matrix(), L, len, wd);
+  uf.backward(dy.matrix().col_block(2, O), wf);
+  ud.backward(dyd.matrix(), wd);
+  auto close = [](const float* got, const double* want, Index n) {
+    double mx = 0, err = 0;
+    for (Index i = 0; i < n; ++i) {
+      mx = std::max(mx, std::abs(want[i]));
+      err = std::max(err, std::abs(double(got[i]) - want[i]));
+    }
+    return err <= 3e-5 * mx + 1e-6 && mx > 0;
+  };
+  CHECK(close(yf.data, yd.data, B * O));
+  CHECK(close(wf.dp.data(), wd.dp.data(), B * P));
+  CHECK(close(wf.dx.data(), wd.dx.data(), B * L * 5));
+}

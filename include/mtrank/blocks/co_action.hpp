@@ -15,12 +15,17 @@
 // Output per sample: concat over orders c of (concat_layers ? [h_1; h_2; ...; h_n] : h_n), each
 // summed over valid positions (the official code concatenates every layer's output for every
 // order); sum_orders = true adds the order blocks instead of concatenating them.
+//
+// float runs the co-action kernel family (kernels/co_action.hpp: sequence positions in SIMD
+// lanes, AVX2 / AVX-512 dispatched; the backward recomputes the micro-MLP instead of reading
+// ws.acts); double (gradient checks) runs the loops below.
 #pragma once
 #include <cmath>
 #include <span>
 #include <vector>
 
 #include "mtrank/blocks/backbone.hpp"
+#include "mtrank/kernels/co_action.hpp"
 
 namespace mtrank::blocks {
 
@@ -95,6 +100,14 @@ class CoActionUnit {
     ws.seq_len = seq_len;
     ws.lengths.assign(lengths.begin(), lengths.end());
     const Index C = opt_.orders;
+    if constexpr (std::is_same_v<T, float>) {
+      MatrixView<T> y = ensure(ws.y, B, out_features());
+      const kernels::CoActionArgs a = kernel_args(B, seq_len, p.stride, x.stride);
+      ws.g.resize(static_cast<std::size_t>(kernels::co_action_scratch_size(a)));
+      kernels::co_action_kernels().f32_co_action_forward(a, p.data, x.data, ws.lengths.empty() ? nullptr : ws.lengths.data(),
+                                                         y.data, ws.g.data());
+      return y;
+    }
     MatrixView<T> acts = ensure(ws.acts, B * seq_len * C, act_width_);
     MatrixView<T> y = ensure(ws.y, B, out_features());
     ws.y.zero();
@@ -138,6 +151,15 @@ class CoActionUnit {
     require_shape(dy, B, out_features(), "co-action unit backward dy");
     MatrixView<T> dp = ensure(ws.dp, B, param_width());
     MatrixView<T> dx = ensure(ws.dx, B * L, opt_.in);
+    if constexpr (std::is_same_v<T, float>) {
+      kernels::CoActionArgs a = kernel_args(B, L, ws.p.stride, ws.x.stride);
+      a.ld_y = dy.stride;
+      ws.g.resize(static_cast<std::size_t>(kernels::co_action_scratch_size(a)));
+      kernels::co_action_kernels().f32_co_action_backward(a, ws.p.data, ws.x.data,
+                                                          ws.lengths.empty() ? nullptr : ws.lengths.data(), dy.data,
+                                                          dp.data, dx.data, ws.g.data());
+      return;
+    }
     ws.dp.zero();
     ws.dx.zero();
     MatrixView<const T> acts = ws.acts.matrix();
@@ -193,6 +215,22 @@ class CoActionUnit {
   }
 
  private:
+  kernels::CoActionArgs kernel_args(Index B, Index L, Index ld_p, Index ld_x) const {
+    kernels::CoActionArgs a;
+    a.batch = B, a.seq_len = L, a.in = opt_.in;
+    a.n_layers = static_cast<Index>(opt_.layers.size());
+    a.widths = opt_.layers.data();
+    a.bias = opt_.bias, a.orders = opt_.orders, a.order_independent = opt_.order_independent;
+    switch (opt_.activation) {
+      case MicroActivation::tanh: a.activation = kernels::CoActionActivation::tanh; break;
+      case MicroActivation::relu: a.activation = kernels::CoActionActivation::relu; break;
+      case MicroActivation::sigmoid: a.activation = kernels::CoActionActivation::sigmoid; break;
+      case MicroActivation::identity: a.activation = kernels::CoActionActivation::identity; break;
+    }
+    a.activate_last = opt_.activate_last, a.concat_layers = opt_.concat_layers, a.sum_orders = opt_.sum_orders;
+    a.ld_p = ld_p, a.ld_x = ld_x;
+    return a;
+  }
   static T power(T v, Index e) {
     T r = 1;
     for (Index i = 0; i < e; ++i) r *= v;
