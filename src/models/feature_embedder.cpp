@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <type_traits>
 
@@ -163,13 +164,21 @@ void FeatureEmbedder<T>::forward_fields(const data::Batch& batch, const FieldSel
     bag_forward<T>(B, seq_dim_[q], seq_tables_[q]->value, rows.data(), offs.data(), pooling(), x.data + seq_offset_[q],
                    x.stride);
   }
-  for (Index j = 0; j < nd; ++j) {
-    if (!selected(sel.dense, static_cast<std::size_t>(j))) continue;
-    for (Index b = 0; b < B; ++b) {
-      const float v = batch.dense[b * nd + j];
-      if (!std::isfinite(v)) fail("dense feature '", schema_.dense[j].name, "': value ", v, " in row ", b, " is not finite");
-      x(b, dense_offset_ + j) = T(v);
+  // Row by row (both sides are row-major); the finiteness test is a branch-free OR over the
+  // row, and only a failing row is rescanned to name the field.
+  const bool all_dense = sel.dense.empty();
+  for (Index b = 0; b < B && nd > 0; ++b) {
+    const float* src = batch.dense.data() + b * nd;
+    T* dst = x.row(b) + dense_offset_;
+    bool bad = false;
+    for (Index j = 0; j < nd; ++j) {
+      bad |= !(std::abs(src[j]) <= std::numeric_limits<float>::max());
+      if (all_dense || sel.dense[static_cast<std::size_t>(j)]) dst[j] = T(src[j]);
     }
+    if (bad)
+      for (Index j = 0; j < nd; ++j)
+        if (!std::isfinite(src[j]) && (all_dense || sel.dense[static_cast<std::size_t>(j)]))
+          fail("dense feature '", schema_.dense[j].name, "': value ", src[j], " in row ", b, " is not finite");
   }
 }
 
