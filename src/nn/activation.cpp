@@ -103,11 +103,10 @@ void Activation<T>::apply(MatrixView<const T> x, MatrixView<T> y, Workspace* ws,
   switch (opt_.kind) {
     case ActivationKind::prelu: {
       const T* a = weight_->value;
-      for (Index r = 0; r < B; ++r) {
-        const T* xr = x.row(r);
-        T* yr = y.row(r);
-        for (Index j = 0; j < W; ++j) yr[j] = xr[j] > T(0) ? xr[j] : a[j] * xr[j];
-      }
+      if constexpr (std::is_same_v<T, float>)
+        kernels::activation_kernels().prelu_fwd(x.data, x.stride, a, y.data, y.stride, B, W);
+      else
+        kernels::prelu_fwd_ref<T>(x.data, x.stride, a, y.data, y.stride, B, W);
       return;
     }
     case ActivationKind::dice: {
@@ -146,15 +145,10 @@ void Activation<T>::apply(MatrixView<const T> x, MatrixView<T> y, Workspace* ws,
       const T* alpha = weight_->value;
       T* p_all = nullptr;
       if (ws) p_all = ensure(ws->aux, B, W).data;
-      for (Index r = 0; r < B; ++r) {
-        const T* xr = x.row(r);
-        T* yr = y.row(r);
-        for (Index j = 0; j < W; ++j) {
-          const T p = kernels::sigmoid_scalar<T>((xr[j] - mean[j]) * inv_std[j]);
-          if (p_all) p_all[r * W + j] = p;
-          yr[j] = xr[j] * (alpha[j] + (T(1) - alpha[j]) * p);
-        }
-      }
+      if constexpr (std::is_same_v<T, float>)
+        kernels::activation_kernels().dice_fwd(x.data, x.stride, mean, inv_std, alpha, y.data, y.stride, p_all, B, W);
+      else
+        kernels::dice_fwd_ref<T>(x.data, x.stride, mean, inv_std, alpha, y.data, y.stride, p_all, B, W);
       return;
     }
     default:
@@ -190,16 +184,10 @@ MatrixView<const T> Activation<T>::backward(MatrixView<const T> dy, Workspace& w
     case ActivationKind::prelu: {
       const T* a = weight_->value;
       T* ga = weight_->grad;
-      for (Index r = 0; r < B; ++r)
-        for (Index j = 0; j < W; ++j) {
-          const T xv = x(r, j), d = dy(r, j);
-          if (xv > T(0)) {
-            dx(r, j) = d;
-          } else {
-            dx(r, j) = a[j] * d;
-            ga[j] += d * xv;
-          }
-        }
+      if constexpr (std::is_same_v<T, float>)
+        kernels::activation_kernels().prelu_bwd(x.data, x.stride, dy.data, dy.stride, a, dx.data, dx.stride, ga, B, W);
+      else
+        kernels::prelu_bwd_ref<T>(x.data, x.stride, dy.data, dy.stride, a, dx.data, dx.stride, ga, B, W);
       break;
     }
     case ActivationKind::dice: {

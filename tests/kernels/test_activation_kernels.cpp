@@ -159,3 +159,153 @@ TEST_CASE("activation kernels: NaN propagates and in-place calls work") {
     }
   }
 }
+
+namespace {
+
+// A rows x cols matrix with row stride ld inside a buffer whose every other element (row gaps
+// and a trailing pad) holds a canary the kernels must not touch.
+struct StridedMat {
+  static constexpr float kCanary = -12345.5f;
+  Index rows, cols, ld;
+  std::vector<float> buf;
+  StridedMat(Index r, Index c, Index l) : rows(r), cols(c), ld(l), buf(static_cast<std::size_t>(r * l + 40), kCanary) {}
+  float* data() { return buf.data(); }
+  float& at(Index r, Index c) { return buf[static_cast<std::size_t>(r * ld + c)]; }
+  bool canary_intact() const {
+    for (std::size_t i = 0; i < buf.size(); ++i) {
+      const Index r = static_cast<Index>(i) / ld, c = static_cast<Index>(i) % ld;
+      const bool inside = r < rows && c < cols;
+      if (!inside && buf[i] != kCanary) return false;
+    }
+    return true;
+  }
+};
+
+bool same_float(float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; }
+
+}  // namespace
+
+TEST_CASE("activation kernels: prelu fwd/bwd and dice fwd, every ISA against _ref on strided shapes and tails") {
+  const ActivationKernels& ref = activation_kernels(Isa::ref);
+  const float inf = std::numeric_limits<float>::infinity();
+  Rng rng(23);
+  for (Isa isa : runnable_isas()) {
+    const ActivationKernels& k = activation_kernels(isa);
+    for (Index rows : {Index(0), Index(1), Index(2), Index(5), Index(33), Index(70)}) {
+      for (Index cols : mtrank::testing::kernel_dims()) {
+        for (Index gap : {Index(0), Index(5)}) {
+          const Index ld = cols + gap;
+          INFO(isa_name(isa) << " rows=" << rows << " cols=" << cols << " ld=" << ld);
+          StridedMat x(rows, cols, ld), dy(rows, cols, ld);
+          for (Index r = 0; r < rows; ++r)
+            for (Index c = 0; c < cols; ++c) {
+              x.at(r, c) = static_cast<float>(rng.normal(0.0, 3.0));
+              dy.at(r, c) = static_cast<float>(rng.normal());
+            }
+          if (rows > 0 && cols > 2) {  // special values on the branch boundary
+            x.at(0, 0) = 0.0f;
+            x.at(0, 1) = -0.0f;
+            x.at(rows - 1, cols - 1) = -inf;
+            x.at(rows - 1, cols - 2) = inf;
+          }
+          std::vector<float> a(static_cast<std::size_t>(cols)), mean(a.size()), inv_std(a.size()), alpha(a.size());
+          for (Index c = 0; c < cols; ++c) {
+            a[c] = static_cast<float>(rng.uniform(-0.5, 1.0));
+            mean[c] = static_cast<float>(rng.normal());
+            inv_std[c] = static_cast<float>(rng.uniform(0.2, 3.0));
+            alpha[c] = static_cast<float>(rng.uniform(-0.5, 1.0));
+          }
+
+          // prelu forward: one multiply per element, so exact.
+          StridedMat y(rows, cols, ld + 3), y_ref(rows, cols, ld + 3);
+          k.prelu_fwd(x.data(), ld, a.data(), y.data(), y.ld, rows, cols);
+          ref.prelu_fwd(x.data(), ld, a.data(), y_ref.data(), y_ref.ld, rows, cols);
+          bool fwd_same = true;
+          for (Index r = 0; r < rows; ++r)
+            for (Index c = 0; c < cols; ++c) fwd_same = fwd_same && same_float(y.at(r, c), y_ref.at(r, c));
+          CHECK(fwd_same);
+          CHECK(y.canary_intact());
+
+          // prelu backward: dx exact; da accumulates onto its previous value (summation order may differ).
+          StridedMat dx(rows, cols, ld + 1), dx_ref(rows, cols, ld + 1);
+          Guarded da(cols), da_ref(cols);
+          std::vector<double> mag(static_cast<std::size_t>(cols));
+          for (Index c = 0; c < cols; ++c) {
+            da[c] = da_ref[c] = static_cast<float>(rng.normal());
+            mag[c] = std::abs(da[c]);
+            for (Index r = 0; r < rows; ++r)
+              if (!(x.at(r, c) > 0)) mag[c] += std::abs(double(dy.at(r, c)) * x.at(r, c));
+          }
+          k.prelu_bwd(x.data(), ld, dy.data(), ld, a.data(), dx.data(), dx.ld, da.data(), rows, cols);
+          ref.prelu_bwd(x.data(), ld, dy.data(), ld, a.data(), dx_ref.data(), dx_ref.ld, da_ref.data(), rows, cols);
+          bool dx_same = true, da_close = true;
+          for (Index r = 0; r < rows; ++r)
+            for (Index c = 0; c < cols; ++c) dx_same = dx_same && same_float(dx.at(r, c), dx_ref.at(r, c));
+          for (Index c = 0; c < cols; ++c) {
+            if (std::isnan(da_ref[c]) || std::isinf(da_ref[c]))
+              da_close = da_close && same_float(da[c], da_ref[c]);
+            else
+              da_close = da_close && std::abs(double(da[c]) - da_ref[c]) <= 1e-30 + 2e-6 * mag[c];
+          }
+          CHECK(dx_same);
+          CHECK(da_close);
+          CHECK(dx.canary_intact());
+          CHECK(da.canary_intact());
+
+          // dice forward: sigmoid within its documented bound; y relative to |x| (|alpha| + |1 - alpha|).
+          StridedMat yd(rows, cols, ld + 2), yd_ref(rows, cols, ld + 2);
+          Guarded p(rows * cols), p_ref(rows * cols);
+          k.dice_fwd(x.data(), ld, mean.data(), inv_std.data(), alpha.data(), yd.data(), yd.ld, p.data(), rows, cols);
+          ref.dice_fwd(x.data(), ld, mean.data(), inv_std.data(), alpha.data(), yd_ref.data(), yd_ref.ld, p_ref.data(),
+                       rows, cols);
+          bool dice_close = true;
+          for (Index r = 0; r < rows; ++r)
+            for (Index c = 0; c < cols; ++c) {
+              const double pr = p_ref[r * cols + c], pg = p[r * cols + c];
+              dice_close = dice_close && std::abs(pg - pr) <= 1e-37 + 2e-6 * pr;
+              const double xv = x.at(r, c);
+              if (std::isinf(xv)) {
+                dice_close = dice_close && same_float(yd.at(r, c), yd_ref.at(r, c));
+              } else {
+                const double bound = 2e-6 * std::abs(xv) * (std::abs(alpha[c]) + std::abs(1.0 - alpha[c]));
+                dice_close = dice_close && std::abs(double(yd.at(r, c)) - yd_ref.at(r, c)) <= 1e-37 + bound;
+              }
+            }
+          CHECK(dice_close);
+          CHECK(yd.canary_intact());
+          CHECK(p.canary_intact());
+          // Without p (inference), in place: the same y.
+          StridedMat yi = x;
+          k.dice_fwd(yi.data(), ld, mean.data(), inv_std.data(), alpha.data(), yi.data(), ld, nullptr, rows, cols);
+          bool inplace_same = true;
+          for (Index r = 0; r < rows; ++r)
+            for (Index c = 0; c < cols; ++c) inplace_same = inplace_same && same_float(yi.at(r, c), yd.at(r, c));
+          CHECK(inplace_same);
+          CHECK(yi.canary_intact());
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("activation kernels: prelu propagates NaN and handles a = 0 and in-place forward") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (Isa isa : runnable_isas()) {
+    INFO(isa_name(isa));
+    const ActivationKernels& k = activation_kernels(isa);
+    const Index cols = 19;
+    std::vector<float> x(cols), a(cols, 0.0f);
+    for (Index c = 0; c < cols; ++c) x[c] = float(c) - 9.5f;
+    x[3] = nan;
+    x[18] = nan;
+    k.prelu_fwd(x.data(), cols, a.data(), x.data(), cols, 1, cols);  // in place, a = 0: relu
+    CHECK(std::isnan(x[3]));
+    CHECK(std::isnan(x[18]));
+    for (Index c : {0, 5, 9}) CHECK(x[c] == 0.0f);
+    for (Index c : {10, 17}) CHECK(x[c] == float(c) - 9.5f);
+    std::vector<float> dy(cols, 1.0f), dx(cols), da(cols, 0.0f);
+    k.prelu_bwd(x.data(), cols, dy.data(), cols, a.data(), dx.data(), cols, da.data(), 1, cols);
+    CHECK(std::isnan(da[3]));
+    CHECK(da[10] == 0.0f);
+  }
+}

@@ -13,6 +13,9 @@ const ActivationKernels kActivationRef = {
     tanh_bwd_ref<float>,
     gelu_fwd_ref<float>,
     gelu_bwd_ref<float>,
+    prelu_fwd_ref<float>,
+    prelu_bwd_ref<float>,
+    dice_fwd_ref<float>,
 };
 
 }  // namespace mtrank::kernels
