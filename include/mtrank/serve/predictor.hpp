@@ -169,19 +169,31 @@ class Predictor {
 /// The currently served model version, swappable while other threads score with it. A reader
 /// takes a shared_ptr (load) and scores with that version to the end of its request, so every
 /// result comes from exactly one version; the old version is freed when its last reader is done.
+///
+/// Implemented with the std::atomic_load/atomic_store free functions for shared_ptr (a lock
+/// from libstdc++'s mutex pool) rather than std::atomic<std::shared_ptr>: libstdc++ 12's
+/// atomic<shared_ptr>::load releases its internal lock bit with memory_order_relaxed, so a
+/// concurrent store is formally a data race and ThreadSanitizer reports it (seen in
+/// tests/serve/test_hot_swap.cpp under MTRANK_TSAN). The cost is one uncontended lock per load.
 class ModelHandle {
  public:
   ModelHandle() = default;
   explicit ModelHandle(std::shared_ptr<const Predictor> p) : p_(std::move(p)) {}
-  std::shared_ptr<const Predictor> load() const { return p_.load(std::memory_order_acquire); }
-  void store(std::shared_ptr<const Predictor> p) { p_.store(std::move(p), std::memory_order_release); }
+  ModelHandle(const ModelHandle&) = delete;
+  ModelHandle& operator=(const ModelHandle&) = delete;
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"  // deprecated in C++20 in favour of atomic<shared_ptr>
+  std::shared_ptr<const Predictor> load() const { return std::atomic_load_explicit(&p_, std::memory_order_acquire); }
+  void store(std::shared_ptr<const Predictor> p) { std::atomic_store_explicit(&p_, std::move(p), std::memory_order_release); }
   /// Installs p and returns the previous version.
   std::shared_ptr<const Predictor> exchange(std::shared_ptr<const Predictor> p) {
-    return p_.exchange(std::move(p), std::memory_order_acq_rel);
+    return std::atomic_exchange_explicit(&p_, std::move(p), std::memory_order_acq_rel);
   }
+#pragma GCC diagnostic pop
 
  private:
-  std::atomic<std::shared_ptr<const Predictor>> p_;
+  std::shared_ptr<const Predictor> p_;
 };
 
 }  // namespace mtrank::serve
