@@ -22,8 +22,12 @@ ctest --test-dir build/release --output-on-failure -j "$jobs"
 [[ "${1:-}" == "--quick" ]] && exit 0
 
 step "Tests with the ISA capped (MTRANK_ISA=avx2, then ref)"
+# Every kernel family, block and model again with the lower ISA variants (and oneDNN capped alike).
 for isa in avx2 ref; do
-  MTRANK_ISA=$isa ctest --test-dir build/release --output-on-failure -j "$jobs" -L isa
+  for t in test_kernels test_nn test_blocks test_models; do
+    echo "MTRANK_ISA=$isa $t"
+    MTRANK_ISA=$isa "build/release/tests/$t"
+  done
 done
 
 step "Install and build a consumer project against the installed tree"
@@ -40,3 +44,9 @@ cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_R
 cmake --build build/asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/asan --output-on-failure -j "$jobs"
+
+step "ThreadSanitizer build: predictor, sessions and hot swap"
+cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1" -DMTRANK_TSAN=ON \
+      -DMTRANK_BUILD_BENCH=OFF -DMTRANK_BUILD_EXAMPLES=OFF -DMTRANK_BUILD_TOOLS=OFF -DMTRANK_BUILD_SERVER=OFF >/dev/null
+cmake --build build/tsan -j "$jobs" --target test_serve
+TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build/tsan --output-on-failure -L serve
