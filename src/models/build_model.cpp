@@ -42,16 +42,7 @@ const json& child(const json& j, const char* key, const std::string& path) {
 }
 
 std::vector<Index> index_list(const json& j, const char* key, const std::string& path, std::vector<Index> fallback) {
-  auto it = j.find(key);
-  if (it == j.end()) return fallback;
-  if (!it->is_array()) fail(path, ".", key, ": expected an array of positive integers");
-  std::vector<Index> v;
-  for (auto& e : *it) {
-    if (!e.is_number_integer() || e.get<Index>() <= 0)
-      fail(path, ".", key, ": expected an array of positive integers, got ", it->dump());
-    v.push_back(e.get<Index>());
-  }
-  return v;
+  return io::get_positive_list(j, key, path, std::move(fallback));
 }
 
 nn::MlpOptions parse_mlp(const json& j, const std::string& path, std::vector<Index> default_layers) {

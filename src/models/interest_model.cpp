@@ -445,16 +445,7 @@ std::vector<std::string> string_list(const json& j, const char* key, const std::
 }
 
 std::vector<Index> positive_list(const json& j, const char* key, const std::string& path, std::vector<Index> fallback) {
-  auto it = j.find(key);
-  if (it == j.end()) return fallback;
-  if (!it->is_array()) fail(path, ".", key, ": expected an array of positive integers");
-  std::vector<Index> v;
-  for (auto& e : *it) {
-    if (!e.is_number_integer() || e.get<Index>() <= 0)
-      fail(path, ".", key, ": expected an array of positive integers, got ", it->dump());
-    v.push_back(e.get<Index>());
-  }
-  return v;
+  return io::get_positive_list(j, key, path, std::move(fallback));
 }
 
 Index positive(const json& j, const char* key, const std::string& path, Index fallback) {

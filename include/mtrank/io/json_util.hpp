@@ -1,6 +1,8 @@
 // Helpers for reading JSON configs with errors that name the path and the expectation.
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 #include <type_traits>
 
 #include <nlohmann/json.hpp>
@@ -60,6 +62,21 @@ inline void reject_unknown_keys(const json& j, std::initializer_list<const char*
       fail(path, ".", it.key(), ": unknown field (expected one of: ", list, ")");
     }
   }
+}
+
+/// j[key] as a list of positive integers (layer widths), or `fallback` when absent.
+inline std::vector<std::int64_t> get_positive_list(const json& j, const char* key, const std::string& path,
+                                                   std::vector<std::int64_t> fallback) {
+  auto it = j.find(key);
+  if (it == j.end()) return fallback;
+  if (!it->is_array()) fail(path, ".", key, ": expected an array of positive integers");
+  std::vector<std::int64_t> v;
+  for (auto& e : *it) {
+    if (!e.is_number_integer() || e.get<std::int64_t>() <= 0)
+      fail(path, ".", key, ": expected an array of positive integers, got ", it->dump());
+    v.push_back(e.get<std::int64_t>());
+  }
+  return v;
 }
 
 /// Parses text as JSON; throws "<what>: invalid JSON at byte N: ..." instead of nlohmann's exception.
