@@ -6,6 +6,7 @@
 #
 #   scripts/fuzz.sh [target ...]          (default: safetensors config csv request)
 #   env: FUZZ_SECONDS=60 (per target)  FUZZ_BUILD=build/fuzz  FUZZ_JOBS=2 (ninja)  FUZZ_RSS_MB=2048
+#        FUZZ_SEED=1 (fixed, so a CI run replays the same input sequence; 0 = random)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${FUZZ_BUILD:-$root/build/fuzz}
@@ -29,7 +30,7 @@ for t in "${targets[@]}"; do
   echo "fuzz: $t for ${seconds}s" >&2
   # UBSan findings abort (MTRANK_SANITIZE uses -fno-sanitize-recover=undefined).
   if ! ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$build/fuzz/fuzz_$t" "$corpus" "$root/fuzz/corpus/$t" \
-      -max_total_time="$seconds" -rss_limit_mb="${FUZZ_RSS_MB:-2048}" -timeout=10 -max_len=65536 \
+      -max_total_time="$seconds" -seed="${FUZZ_SEED:-1}" -rss_limit_mb="${FUZZ_RSS_MB:-2048}" -timeout=10 -max_len=65536 \
       -artifact_prefix="$build/artifacts/$t-" -print_final_stats=1 2>"$build/$t.log"; then
     status=1
     echo "fuzz: $t FAILED; see $build/$t.log and $build/artifacts/" >&2
