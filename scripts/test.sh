@@ -50,3 +50,9 @@ cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_R
       -DMTRANK_BUILD_BENCH=OFF -DMTRANK_BUILD_EXAMPLES=OFF -DMTRANK_BUILD_TOOLS=OFF -DMTRANK_BUILD_SERVER=OFF >/dev/null
 cmake --build build/tsan -j "$jobs" --target test_serve
 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build/tsan --output-on-failure -L serve
+
+step "libFuzzer: safetensors, model config, CSV and request parsers (20 s each, fixed seed)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} FUZZ_JOBS=$jobs bash scripts/fuzz.sh
+
+step "All stages passed"
+echo "mtrank: Release, ISA-capped, install, ASan+UBSan, TSan and fuzz stages all passed"

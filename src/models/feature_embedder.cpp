@@ -126,6 +126,7 @@ void FeatureEmbedder<T>::forward_fields(const data::Batch& batch, const FieldSel
   require(batch.sequences.size() == schema_.sequences.size(), "batch: ", batch.sequences.size(),
           " sequence fields, expected ", schema_.sequences.size());
   require_shape(x, B, width_, "feature embedder output");
+  if (B == 0) return;  // an empty batch (e.g. a request with no candidates) has nothing to fill
   auto selected = [](const std::vector<bool>& v, std::size_t i) { return v.empty() || v[i]; };
   ws.rows.resize(static_cast<std::size_t>(ns));
   for (Index f = 0; f < ns; ++f) {
@@ -202,6 +203,7 @@ template <class T>
 void FeatureEmbedder<T>::backward(MatrixView<const T> dx, Workspace& ws) const {
   const Index B = dx.rows;
   require_shape(dx, ws.x.dim(0), width_, "feature embedder backward dx");
+  if (B == 0) return;
   if (has_co_action()) co_action_.backward(dx.col_block(co_offset_, width_ - co_offset_), ws.co_action);
   MatrixView<const T> g_in = dx;
   if (opt_.dot_interactions) {

@@ -228,3 +228,20 @@ TEST_CASE("Trainer with PCGrad: shared gradients are the projected sum, towers k
   const float* tw1 = model2->arena().at("towers.1.layers.0.weight").value;
   for (Index i = 0; i < tw.numel(); ++i) REQUIRE(tw0[i] - tw1[i] == Approx(tower_grad[i]).margin(1e-6));
 }
+
+TEST_CASE("An empty batch runs forward and backward for every model type (found by fuzz_request)") {
+  for (std::string type : {"shared_bottom", "mmoe", "ple", "snr_trans"}) {
+    INFO("model " << type);
+    auto model = models::build_model(config_for(type));
+    auto ws = model->make_workspace();
+    data::Batch b;
+    small_feed().slice(0, 0, b);
+    ConstMat out = model->forward(b, *ws, Context::inference());
+    CHECK(out.rows == 0);
+    CHECK(out.cols == 3);
+    Tensor d(Shape{0, 3});
+    model->backward(d.matrix(), *ws);
+    Tensor probs(Shape{0, 3});
+    model->predict(b, *ws, probs.matrix());
+  }
+}
