@@ -29,19 +29,18 @@ struct EmbeddingOptions {
 };
 
 /// Maps raw ids to table rows (hash or range check); throws naming `name` on a bad id.
+/// Table row of one raw id: hashed into `rows`, or range-checked with an error naming the table.
+inline Index map_embedding_id(std::int64_t id, Index rows, bool hash, std::string_view name) {
+  if (hash) return data::hash_id(id, rows);
+  if (id < 0) fail("embedding '", name, "': id ", id, " < 0");
+  if (id >= rows) fail("embedding '", name, "': id ", id, " >= rows ", rows);
+  return static_cast<Index>(id);
+}
+
 inline void map_embedding_ids(std::span<const std::int64_t> ids, Index rows, bool hash, std::string_view name,
                               std::vector<Index>& out) {
   out.resize(ids.size());
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    const std::int64_t id = ids[i];
-    if (hash) {
-      out[i] = data::hash_id(id, rows);
-    } else {
-      if (id < 0) fail("embedding '", name, "': id ", id, " < 0");
-      if (id >= rows) fail("embedding '", name, "': id ", id, " >= rows ", rows);
-      out[i] = static_cast<Index>(id);
-    }
-  }
+  for (std::size_t i = 0; i < ids.size(); ++i) out[i] = map_embedding_id(ids[i], rows, hash, name);
 }
 
 namespace detail {
@@ -95,11 +94,7 @@ class Embedding {
                                               nullptr, kernels::PoolingMode::sum, weight_->sparse_grad, ws.grad_rows);
   }
 
-  Index row_of(std::int64_t id) const {
-    std::vector<Index> r;
-    map_embedding_ids(std::span<const std::int64_t>(&id, 1), opt_.rows, opt_.hash, name_, r);
-    return r[0];
-  }
+  Index row_of(std::int64_t id) const { return map_embedding_id(id, opt_.rows, opt_.hash, name_); }
   MatrixView<const T> weight() const { return {weight_->value, opt_.rows, opt_.dim}; }
   Parameter<T>& weight_param() const { return *weight_; }
   Index dim() const { return opt_.dim; }

@@ -96,11 +96,7 @@ class EmbeddingBag {
     return ws.dweights;
   }
 
-  Index row_of(std::int64_t id) const {
-    std::vector<Index> r;
-    map_embedding_ids(std::span<const std::int64_t>(&id, 1), opt_.rows, opt_.hash, name_, r);
-    return r[0];
-  }
+  Index row_of(std::int64_t id) const { return map_embedding_id(id, opt_.rows, opt_.hash, name_); }
   MatrixView<const T> weight() const { return {weight_->value, opt_.rows, opt_.dim}; }
   Parameter<T>& weight_param() const { return *weight_; }
   Index dim() const { return opt_.dim; }
