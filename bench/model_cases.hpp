@@ -19,6 +19,11 @@
 // nn::Embedding tables (sparse rows), blocks::DinAttention and nn::Mlp (build_model has no DIN
 // model type yet).
 //
+// Inference with num_threads() > 1 is batch-parallel: the batch is cut into row slices (at least
+// 64 rows each) scored on their own threads with their own workspaces (built cases through
+// models::ParallelInference, DIN through models::for_each_row_slice). With one thread, or a
+// batch too small to split, inference is the plain single-workspace forward.
+//
 // Model FLOPs (what GFLOP/s is computed from): 2 x multiply-adds of every Linear layer and of the
 // gate mixtures / attention pooling; activations, softmax, biases and embedding lookups are not
 // counted. Per sample:
@@ -43,9 +48,11 @@
 #include "mtrank/blocks/din.hpp"
 #include "mtrank/core/context.hpp"
 #include "mtrank/core/rng.hpp"
+#include "mtrank/core/threading.hpp"
 #include "mtrank/data/batch.hpp"
 #include "mtrank/kernels/embedding_bag.hpp"
 #include "mtrank/models/model.hpp"
+#include "mtrank/models/parallel_inference.hpp"
 #include "mtrank/nn/mlp.hpp"
 #include "mtrank/train/loss.hpp"
 #include "mtrank/train/optimizer.hpp"
@@ -71,6 +78,9 @@ class ModelCase {
   virtual Index batch_size() const = 0;
   /// A value read from the last output (keeps the compiler honest, sanity check for NaN).
   virtual double checksum() const = 0;
+  /// The outputs of the last forward pass [B, K] (read it right after infer()), e.g. to compare the
+  /// batch-parallel path with the one-thread forward.
+  virtual ConstMat last_output() const = 0;
 };
 
 std::unique_ptr<ModelCase> make_case(const std::string& config, Index batch, std::uint64_t seed = 1);
@@ -149,6 +159,7 @@ class BuiltCase final : public ModelCase {
   BuiltCase(const std::string& config, Index batch, std::uint64_t seed) : B_(batch) {
     model_ = models::build_model(model_json(config));
     ws_ = model_->make_workspace();
+    parallel_ = std::make_unique<models::ParallelInference>(*model_);
     opt_ = std::make_unique<train::Adam>(train::AdamOptions{.lr = 1e-3});
     trainer_ = std::make_unique<train::Trainer>(
         *model_, *opt_, train::TrainerOptions{.batch_size = batch, .seed = seed, .penalty_weight = 0.0, .progress = 2});
@@ -170,7 +181,10 @@ class BuiltCase final : public ModelCase {
     }
     flops_ = (config == "ple" ? ple_flops() : mmoe_flops()) * double(batch);
   }
-  void infer() override { out_ = model_->forward(next(), *ws_, Context::inference()); }
+  void infer() override {
+    if (num_threads() > 1) out_ = parallel_->forward(next());
+    else out_ = model_->forward(next(), *ws_, Context::inference());
+  }
   void train_step() override {
     loss_ = trainer_->train_step(next());
     if (!std::isfinite(loss_)) fail("bench_models: training loss became ", loss_);
@@ -178,12 +192,14 @@ class BuiltCase final : public ModelCase {
   double forward_flops_per_batch() const override { return flops_; }
   Index batch_size() const override { return B_; }
   double checksum() const override { return out_.empty() ? loss_ : double(out_(0, 0)); }
+  ConstMat last_output() const override { return out_; }
 
  private:
   const data::Batch& next() { return batches_[static_cast<std::size_t>(cursor_++ % kNumBatches)]; }
   Index B_;
   std::unique_ptr<models::Model> model_;
   std::unique_ptr<models::Model::Workspace> ws_;
+  std::unique_ptr<models::ParallelInference> parallel_;
   std::unique_ptr<train::Optimizer> opt_;
   std::unique_ptr<train::Trainer> trainer_;
   std::vector<data::Batch> batches_;
@@ -245,7 +261,18 @@ class DinCase final : public ModelCase {
 
   void infer() override {
     cur_ = &data_[static_cast<std::size_t>(cursor_++ % kNumBatches)];
-    out_ = forward(*cur_, Context::inference());
+    const int slices = num_threads() > 1 ? models::row_slice_count(B_, num_threads(), kMinSliceRows) : 1;
+    if (slices == 1) {
+      out_ = forward(*cur_, Context::inference());
+      return;
+    }
+    if (static_cast<int>(slices_.size()) < slices) slices_.resize(static_cast<std::size_t>(slices));
+    Mat out = ensure(out_all_, B_, 1);
+    models::for_each_row_slice(B_, slices, [&](int s, Index begin, Index end) {
+      ConstMat y = forward_rows(*cur_, begin, end, slices_[static_cast<std::size_t>(s)], Context::inference());
+      copy(y, out.row_block(begin, end - begin));
+    });
+    out_ = out;
   }
 
   void train_step() override {
@@ -262,6 +289,7 @@ class DinCase final : public ModelCase {
   double forward_flops_per_batch() const override { return flops_; }
   Index batch_size() const override { return B_; }
   double checksum() const override { return out_.empty() ? loss_ : double(out_(0, 0)); }
+  ConstMat last_output() const override { return out_; }
 
  private:
   struct Data {
@@ -279,6 +307,32 @@ class DinCase final : public ModelCase {
                const Index* offsets) {
     kernels::embedding_bag_backward_sparse<float>(bags, kD, dout, ld, ids, offsets, nullptr, kernels::PoolingMode::sum,
                                                   table.sparse_grad, scratch_);
+  }
+
+  /// Per-thread state of batch-parallel inference (one per row slice).
+  struct SliceState {
+    Tensor x, keys;
+    blocks::DinAttention<float>::Workspace att_ws;
+    nn::Mlp<float>::Workspace top_ws;
+  };
+  static constexpr Index kMinSliceRows = 64;
+
+  /// forward() on the samples [begin, end) with the slice's own workspaces (inference only).
+  ConstMat forward_rows(const Data& d, Index begin, Index end, SliceState& st, const Context& ctx) const {
+    const Index n = end - begin;
+    Mat x = ensure(st.x, n, 5 * kD);
+    Mat q = x.col_block(3 * kD, 2 * kD);
+    Mat keys = ensure(st.keys, n * L_, 2 * kD);
+    lookup(*user_, n, d.user.data() + begin, unit_.data(), x.data, x.stride);
+    lookup(*item_, n, d.cand_item.data() + begin, unit_.data(), q.data, q.stride);
+    lookup(*cat_, n, d.cand_cat.data() + begin, unit_.data(), q.data + kD, q.stride);
+    // Offsets index the whole batch's ids (absolute positions), so the slice passes its part of them.
+    lookup(*item_, n * L_, d.seq_item.data(), d.offsets.data() + begin * L_, keys.data, keys.stride);
+    lookup(*cat_, n * L_, d.seq_cat.data(), d.offsets.data() + begin * L_, keys.data + kD, keys.stride);
+    const nn::Lengths lengths = nn::Lengths(d.lengths).subspan(static_cast<std::size_t>(begin), static_cast<std::size_t>(n));
+    ConstMat pooled = att_.forward(ConstMat(q), ConstMat(keys), lengths, st.att_ws, ctx);
+    copy(pooled, x.col_block(kD, 2 * kD));
+    return top_.forward(ConstMat(x), st.top_ws, ctx);
   }
 
   ConstMat forward(const Data& d, const Context& ctx) {
@@ -330,7 +384,8 @@ class DinCase final : public ModelCase {
   const Data* cur_ = nullptr;
   blocks::DinAttention<float>::Workspace att_ws_;
   nn::Mlp<float>::Workspace top_ws_;
-  Tensor x_, keys_, grad_, dq_;
+  Tensor x_, keys_, grad_, dq_, out_all_;
+  std::vector<SliceState> slices_;
   std::vector<float*> scratch_;
   Rng rng_{3};
   ConstMat out_;

@@ -56,6 +56,76 @@ void Dataset::slice(Index begin, Index end, Batch& out) const {
   gather(idx, out);
 }
 
+namespace {
+
+template <class T>
+void slice_tensor_rows(const TensorT<T>& in, Index batch, Index begin, Index end, TensorT<T>& out, const char* name) {
+  const Shape& s = in.shape();
+  if (s.rank() == 0 || (in.numel() == 0 && (s[0] != batch))) {  // not per-row data: keep as it is
+    out = in;
+    return;
+  }
+  require(s[0] == batch, "slice_batch: ", name, " has shape ", s, ", expected ", batch, " rows (the batch size)");
+  const Index width = batch == 0 ? 0 : in.numel() / batch;
+  Shape sliced = s;
+  sliced[0] = end - begin;
+  out.resize(sliced);
+  if (out.numel()) std::memcpy(out.data(), in.data() + begin * width, sizeof(T) * static_cast<std::size_t>(out.numel()));
+}
+
+template <class V>
+void slice_vector_rows(const V& in, Index batch, Index begin, Index end, V& out, const char* name) {
+  const Index n = static_cast<Index>(in.size());
+  if (n == 0) {
+    out.clear();
+    return;
+  }
+  require(batch > 0 && n % batch == 0, "slice_batch: ", name, " has ", n, " entries, not a multiple of the batch size ",
+          batch);
+  const Index width = n / batch;
+  out.assign(in.begin() + begin * width, in.begin() + end * width);
+}
+
+}  // namespace
+
+void slice_batch(const Batch& in, Index begin, Index end, Batch& out) {
+  const Index B = in.size;
+  require(0 <= begin && begin <= end && end <= B, "slice_batch: rows [", begin, ", ", end, ") not within [0, ", B, ")");
+  out.size = end - begin;
+  slice_tensor_rows(in.dense, B, begin, end, out.dense, "dense");
+  slice_tensor_rows(in.labels, B, begin, end, out.labels, "labels");
+  slice_tensor_rows(in.label_mask, B, begin, end, out.label_mask, "label_mask");
+  slice_tensor_rows(in.oracle, B, begin, end, out.oracle, "oracle");
+  slice_vector_rows(in.sparse, B, begin, end, out.sparse, "sparse");
+  require(in.user.empty() || static_cast<Index>(in.user.size()) == B, "slice_batch: user has ", in.user.size(),
+          " entries, expected ", B, " (the batch size) or none");
+  slice_vector_rows(in.user, B, begin, end, out.user, "user");
+  require(in.scene.empty() || static_cast<Index>(in.scene.size()) == B, "slice_batch: scene has ", in.scene.size(),
+          " entries, expected ", B, " (the batch size) or none");
+  slice_vector_rows(in.scene, B, begin, end, out.scene, "scene");
+  out.sequences.resize(in.sequences.size());
+  for (std::size_t q = 0; q < in.sequences.size(); ++q) {
+    const SequenceColumn& src = in.sequences[q];
+    SequenceColumn& dst = out.sequences[q];
+    require(static_cast<Index>(src.offsets.size()) == B + 1, "slice_batch: sequence column ", q, " has ",
+            src.offsets.size(), " offsets, expected batch size + 1 = ", B + 1);
+    const std::int64_t first = src.offsets[static_cast<std::size_t>(begin)];
+    const std::int64_t last = src.offsets[static_cast<std::size_t>(end)];
+    require(0 <= first && first <= last && last <= static_cast<std::int64_t>(src.ids.size()), "slice_batch: sequence column ",
+            q, ": offsets [", first, ", ", last, ") of rows [", begin, ", ", end, ") not within its ", src.ids.size(), " ids");
+    dst.ids.assign(src.ids.begin() + first, src.ids.begin() + last);
+    if (src.times.empty()) {
+      dst.times.clear();
+    } else {
+      require(src.times.size() == src.ids.size(), "slice_batch: sequence column ", q, " has ", src.times.size(),
+              " times for ", src.ids.size(), " ids");
+      dst.times.assign(src.times.begin() + first, src.times.begin() + last);
+    }
+    dst.offsets.resize(static_cast<std::size_t>(end - begin + 1));
+    for (Index r = begin; r <= end; ++r) dst.offsets[static_cast<std::size_t>(r - begin)] = src.offsets[static_cast<std::size_t>(r)] - first;
+  }
+}
+
 void Dataset::validate() const {
   schema.validate();
   const Index nd = static_cast<Index>(schema.dense.size());

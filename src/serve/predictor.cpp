@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "mtrank/core/threading.hpp"
 #include "mtrank/io/checkpoint.hpp"
 #include "mtrank/io/json_util.hpp"
 #include "mtrank/io/safetensors.hpp"
@@ -233,6 +234,11 @@ Scores Predictor::finish(ConstMat y, Session& s) const {
 
 Scores Predictor::score(const data::Batch& batch, Session& s) const {
   bind(s);
+  const models::ParallelInferenceOptions parallel;
+  if (num_threads() > 1 && models::row_slice_count(batch.size, num_threads(), parallel.min_rows_per_slice) > 1) {
+    if (!s.parallel_) s.parallel_ = std::make_unique<models::ParallelInference>(*model_, parallel);
+    return finish(s.parallel_->serve(batch), s);
+  }
   return finish(model_->serve(batch, *s.ws_), s);
 }
 

@@ -32,6 +32,14 @@ struct Batch {
   std::int64_t sparse_id(Index b, Index field, Index num_sparse) const { return sparse[b * num_sparse + field]; }
 };
 
+/// Rows [begin, end) of `in` into `out`, reusing out's buffers (no allocation once out has held
+/// as many rows). Per-row columns are sliced: tensors whose leading dimension is in.size, `sparse`
+/// (in.size rows of equal width), `user`/`scene` when they hold in.size entries, and every
+/// sequence column (offsets rebased to start at 0; `times` sliced when present). A rank-0 tensor
+/// (e.g. a default-constructed `labels`) and empty columns are copied as they are. Throws
+/// mtrank::Error naming the column when a column's size does not fit in.size rows.
+void slice_batch(const Batch& in, Index begin, Index end, Batch& out);
+
 /// A dataset held as full columns; gather() assembles batches.
 struct Dataset {
   FeatureSchema schema;

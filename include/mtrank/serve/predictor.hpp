@@ -23,6 +23,10 @@
 // Steady state: once a Session has seen the largest batch/request size, score() performs no
 // heap allocation (tests/serve checks this with a counting operator new). Outputs are
 // deterministic for a fixed intra-op thread count (mtrank::set_num_threads, default 1).
+//
+// With num_threads() > 1, score(batch) on a batch of at least 128 rows is batch-parallel
+// (models::ParallelInference: row slices on their own threads, created in the Session on first
+// use). Request scoring is not split (it runs serve_embedded on one pre-embedded matrix).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -36,6 +40,7 @@
 
 #include "mtrank/data/batch.hpp"
 #include "mtrank/models/model.hpp"
+#include "mtrank/models/parallel_inference.hpp"
 
 namespace mtrank::serve {
 
@@ -117,6 +122,7 @@ class Predictor {
     friend class Predictor;
     std::uint64_t owner_ = 0;
     std::unique_ptr<models::Model::Workspace> ws_;
+    std::unique_ptr<models::ParallelInference> parallel_;  // score(batch) with num_threads() > 1
     models::FeatureEmbedder<float>::Workspace emb_;
     data::Batch user_, cand_, expanded_;
     Tensor xu_, x_, probs_;
