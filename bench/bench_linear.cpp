@@ -1,5 +1,6 @@
 // Linear layer kernels: GFLOP/s (2 M K N per call) of the fused forward and the backward.
-// BM_LinearForward args: impl (1 onednn_matmul, 2 sgemm_epilogue, 3 bf16 onednn), act (0 identity,
+// BM_LinearForward args: impl (1 onednn_matmul, 2 sgemm_epilogue, 3 bf16 onednn, 4 packed f32,
+// 5 packed bf16: kernels/packed_linear.hpp, weights packed once outside the loop), act (0 identity,
 // 1 relu, 4 gelu_erf), M (batch), K (in), N (out).
 // BM_LinearBackward args: impl (1 onednn_matmul, 2 sgemm), M, K, N (dW + db + dx: 4 M K N flops).
 // Rates are per CPU second of the benchmark thread (mtrank::num_threads() = 1 unless
@@ -13,6 +14,7 @@
 #include "mtrank/core/threading.hpp"
 #include "mtrank/kernels/bf16.hpp"
 #include "mtrank/kernels/linear_fused.hpp"
+#include "mtrank/kernels/packed_linear.hpp"
 
 using namespace mtrank;
 using namespace mtrank::kernels;
@@ -43,15 +45,19 @@ void BM_LinearForward(benchmark::State& state) {
   Rng rng(1);
   auto x = randn(M * K, rng), w = randn(N * K, rng), b = randn(N, rng);
   std::vector<float> y(static_cast<std::size_t>(M * N));
-  const char* names[] = {"auto", "onednn", "sgemm+epi", "bf16"};
+  const char* names[] = {"auto", "onednn", "sgemm+epi", "bf16", "packed f32", "packed bf16"};
   state.SetLabel(std::string(names[impl]) + " " + fused_activation_name(act));
   Bf16Weights wb;
-  if (impl == 3 && !bf16_available()) {
+  if ((impl == 3 && !bf16_available()) || (impl == 5 && !packed_bf16_supported(packed_linear_kernels()))) {
     state.SkipWithError("no AVX512_BF16");
     return;
   }
+  PackedMatrix packed;
+  if (impl >= 4) packed = PackedMatrix(w.data(), N, K, K, impl == 4 ? WeightFormat::f32 : WeightFormat::bf16);
   for (auto _ : state) {
-    if (impl == 3)
+    if (impl >= 4)
+      packed_linear(M, x.data(), K, packed, b.data(), act, y.data(), N);
+    else if (impl == 3)
       bf16_linear_fused(M, K, N, x.data(), K, w.data(), wb, b.data(), act, y.data(), N);
     else
       f32_linear_fused(M, K, N, x.data(), K, w.data(), b.data(), act, y.data(), N, static_cast<LinearImpl>(impl));
@@ -92,7 +98,7 @@ void shapes(benchmark::internal::Benchmark* b, std::vector<std::int64_t> impls, 
 
 BENCHMARK(BM_LinearForward)
     ->ArgNames({"impl", "act", "M", "K", "N"})
-    ->Apply([](auto* b) { shapes(b, {1, 2, 3}, {1}); });
+    ->Apply([](auto* b) { shapes(b, {1, 2, 3, 4, 5}, {1}); });
 BENCHMARK(BM_LinearForward)
     ->Name("BM_LinearForwardGelu")
     ->ArgNames({"impl", "act", "M", "K", "N"})

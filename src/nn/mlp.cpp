@@ -50,7 +50,7 @@ MatrixView<const T> Mlp<T>::forward(MatrixView<const T> x, Workspace& ws, const 
       if (const auto fa = fusable(acts_[i].kind(), ctx.training)) {
         lw.linear.x = h;
         MatrixView<T> y = ensure(lw.act.y, h.rows, linears_[i].out_features());
-        linears_[i].forward_into(h, y, *fa, /*allow_bf16=*/!ctx.training);
+        linears_[i].forward_into(h, y, *fa, ctx.packed_weights());
         lw.act.x = y;  // relu backward needs only sign(x) = sign(y); sigmoid / tanh use y
         lw.fused_gelu = *fa == kernels::FusedActivation::gelu_erf;
         h = drops_[i].forward(y, lw.drop, ctx);

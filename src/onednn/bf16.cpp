@@ -1,4 +1,5 @@
 #include "mtrank/kernels/bf16.hpp"
+#include "mtrank/kernels/packed_linear.hpp"
 
 #include <atomic>
 #include <mutex>
@@ -28,7 +29,10 @@ void set_bf16_inference(bool on) {
 }
 
 bool bf16_inference() { return g_bf16.load(std::memory_order_relaxed); }
-void invalidate_bf16_weights() { g_epoch.fetch_add(1); }
+void invalidate_bf16_weights() {
+  g_epoch.fetch_add(1);
+  invalidate_packed_weights();
+}
 std::uint64_t bf16_epoch() { return g_epoch.load(std::memory_order_acquire); }
 
 #if MTRANK_HAVE_AVX512

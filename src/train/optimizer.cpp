@@ -8,6 +8,7 @@
 
 #include "mtrank/io/json_util.hpp"
 #include "mtrank/kernels/optimizer_rows.hpp"
+#include "mtrank/kernels/packed_linear.hpp"
 
 namespace mtrank::train {
 
@@ -94,6 +95,7 @@ void Optimizer::step(ParameterArena& arena) {
       update(p.value + r * width, bufs.data(), gv + static_cast<Index>(t) * width, width, true, false);
     }
   }
+  kernels::invalidate_packed_weights();  // inference passes must not run on the old weights
 }
 
 namespace {

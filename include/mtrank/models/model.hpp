@@ -35,8 +35,9 @@ class Model {
   virtual void backward(ConstMat d_out, Workspace& ws) const = 0;
   /// Regularisation added to the loss (e.g. SNR's L0 penalty) times weight; accumulates its gradient.
   virtual double penalty(double weight) const { return 0.0; }
-  /// Outputs used at serving: training-only terms (bias networks) are dropped. Default: forward.
-  virtual ConstMat serve(const data::Batch& batch, Workspace& ws) const { return forward(batch, ws, Context::inference()); }
+  /// Outputs used at serving: training-only terms (bias networks) are dropped. Default: forward
+  /// with Context::serving() (weights fixed between calls: packed-weight kernels).
+  virtual ConstMat serve(const data::Batch& batch, Workspace& ws) const { return forward(batch, ws, Context::serving()); }
 
   /// Probabilities for binary tasks (sigmoid of the logit), raw values for regression, into out [B, K].
   void predict(const data::Batch& batch, Workspace& ws, Mat out) const;

@@ -1,9 +1,14 @@
 // Linear layer, PyTorch layout: y = x W^T + b, W [out, in], b [out].
 //
-// float forward goes through kernels::f32_linear_fused (bias, and an activation when Mlp fuses
-// one, applied in the same call; oneDNN matmul post-ops or sgemm + epilogue, picked per shape), or
-// through bf16_linear_fused when kernels::set_bf16_inference(true) is on and ctx.training is
-// false. double (gradient checks) keeps matmul + bias.
+// float forward: kernels::f32_linear_fused (sgemm + a bias/activation epilogue), except for
+// serving passes (ctx.packed_weights(): Context::serving(), weights fixed between calls), which run
+// kernels::packed_linear on a copy of the weights packed once for the micro-kernel
+// (kernels/packed_linear.hpp), kept per Linear and repacked when the packing epoch moves (every
+// optimiser step and parameter load moves it; code writing weights by hand while serving calls
+// kernels::invalidate_packed_weights()). With
+// kernels::set_bf16_inference(true), small batches (M <= kernels::kBf16MaxRows, where weight
+// bandwidth dominates) use bf16 weights. kernels::set_packed_inference(false) routes inference
+// through f32_linear_fused as well. double (gradient checks) keeps matmul + bias.
 #pragma once
 #include <memory>
 #include <string_view>
@@ -16,6 +21,7 @@
 #include "mtrank/kernels/bf16.hpp"
 #include "mtrank/kernels/gemm.hpp"
 #include "mtrank/kernels/linear_fused.hpp"
+#include "mtrank/kernels/packed_linear.hpp"
 
 namespace mtrank::nn {
 
@@ -41,7 +47,7 @@ class Linear {
     const Init init = Init::linear_default(opt.in);
     weight_ = &arena.add(join_name(prefix, "weight"), Shape{opt.out, opt.in}, {.init = init});
     if (opt.bias) bias_ = &arena.add(join_name(prefix, "bias"), Shape{opt.out}, {.init = init});
-    if constexpr (std::is_same_v<T, float>) bf16_ = std::make_shared<kernels::Bf16Weights>();
+    if constexpr (std::is_same_v<T, float>) packed_ = std::make_shared<kernels::PackedWeightCache>();
   }
 
   MatrixView<const T> forward(MatrixView<const T> x, Workspace& ws, const Context& ctx = {}) const {
@@ -53,7 +59,7 @@ class Linear {
                                   const Context& ctx = {}) const {
     ws.x = x;
     MatrixView<T> y = ensure(ws.y, x.rows, opt_.out);
-    forward_into(x, y, act, /*allow_bf16=*/!ctx.training);
+    forward_into(x, y, act, ctx.packed_weights());
     return y;
   }
 
@@ -62,17 +68,17 @@ class Linear {
     forward_into(x, y, kernels::FusedActivation::identity, false);
   }
 
-  /// y = act(x W^T + b); with allow_bf16 (inference callers) the bf16 path is used when
-  /// kernels::bf16_inference() is on (float only).
-  void forward_into(MatrixView<const T> x, MatrixView<T> y, kernels::FusedActivation act, bool allow_bf16) const {
+  /// y = act(x W^T + b); with `packed` (serving callers: ctx.packed_weights()) float layers use
+  /// the packed-weight kernels (and bf16 weights for small batches when kernels::bf16_inference()).
+  void forward_into(MatrixView<const T> x, MatrixView<T> y, kernels::FusedActivation act, bool packed) const {
     if (x.cols != opt_.in) fail("Linear '", weight_->name, "': input has ", x.cols, " columns, expected ", opt_.in);
     require_shape(y, x.rows, opt_.out, "Linear output");
     if constexpr (std::is_same_v<T, float>) {
       const float* b = bias_ ? bias_->value : nullptr;
-      if (allow_bf16 && kernels::bf16_inference())
-        kernels::bf16_linear_fused(x.rows, opt_.in, opt_.out, x.data, x.stride, weight_->value, *bf16_, b, act, y.data,
-                                   y.stride);
-      else
+      if (packed && kernels::packed_inference()) {
+        const kernels::PackedMatrix& w = packed_->get(weight_->value, opt_.out, opt_.in, kernels::inference_format(x.rows));
+        kernels::packed_linear(x.rows, x.data, x.stride, w, b, act, y.data, y.stride);
+      } else
         kernels::f32_linear_fused(x.rows, opt_.in, opt_.out, x.data, x.stride, weight_->value, b, act, y.data,
                                   y.stride);
     } else {
@@ -137,7 +143,7 @@ class Linear {
   LinearOptions opt_;
   Parameter<T>* weight_ = nullptr;
   Parameter<T>* bias_ = nullptr;
-  std::shared_ptr<kernels::Bf16Weights> bf16_;  // float: lazily converted bf16 weights (bf16 inference)
+  std::shared_ptr<kernels::PackedWeightCache> packed_;  // float: packed weight copies for inference
 };
 
 extern template class Linear<float>;

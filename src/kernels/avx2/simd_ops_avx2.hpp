@@ -33,6 +33,7 @@ struct Ops {
   static V div(V a, V b) { return _mm256_div_ps(a, b); }
   static V sqrt(V a) { return _mm256_sqrt_ps(a); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static V select_pos(V x, V pos, V other) {
     return _mm256_blendv_ps(other, pos, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ));
   }

@@ -1,0 +1,120 @@
+// ISA-generic f32 body of the packed-weight linear kernels (meaning: include/mtrank/kernels/
+// packed_linear.hpp). Included by src/kernels/{avx2,avx512}/packed_linear_*.cpp inside an anonymous
+// namespace after `struct Ops` (simd_ops_<isa>.hpp) and these tile constants:
+//   kMaxRows     rows of the main tile (x rows kept as broadcasts)
+//   kMainPanels  column panels (vectors) of the main tile: kMaxRows * kMainPanels accumulators
+//   kSmallRows   row blocks up to this size use kSmallPanels panels instead (more independent
+//   kSmallPanels accumulator chains and weight streams when M is small: batch 1 is a GEMV)
+// The panel width is Ops::W. Every output element is summed over k in increasing order from the
+// bias (or 0), so the result does not depend on how rows and panels are split into tiles.
+
+struct TileArgs {
+  Index K;             // k values in this block
+  const float* x;      // first row, first k of the block
+  Index ldx;
+  const float* w;      // first panel of the tile, first k of the block
+  Index pstride;       // floats between panels (K_total * W)
+  Index ncols;         // valid columns in the tile (<= NP * W)
+  const float* b;      // bias of the tile's first column, or nullptr (first k block only)
+  bool first, last, relu;
+  float* y;            // first row, first column of the tile
+  Index ldy;
+};
+
+template <int MR, int NP>
+void f32_tile(const TileArgs& t) {
+  using V = typename Ops::V;
+  typename Ops::Mask mask[NP];
+#pragma GCC unroll 8
+  for (int j = 0; j < NP; ++j) mask[j] = Ops::mask(t.ncols - j * Ops::W);
+  V acc[MR][NP];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NP; ++j) {
+      if (!t.first) acc[i][j] = Ops::load(t.y + i * t.ldy + j * Ops::W, mask[j]);
+      else if (t.b) acc[i][j] = Ops::load(t.b + j * Ops::W, mask[j]);
+      else acc[i][j] = Ops::zero();
+    }
+  const float* x = t.x;
+  const float* w = t.w;
+  for (Index k = 0; k < t.K; ++k, w += Ops::W) {
+    V wv[NP];
+#pragma GCC unroll 8
+    for (int j = 0; j < NP; ++j) wv[j] = Ops::load(w + j * t.pstride);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const V a = Ops::set1(x[i * t.ldx + k]);
+#pragma GCC unroll 8
+      for (int j = 0; j < NP; ++j) acc[i][j] = Ops::fma(a, wv[j], acc[i][j]);
+    }
+  }
+  const bool relu = t.last && t.relu;
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NP; ++j) {
+      V v = acc[i][j];
+      if (relu) v = Ops::max(v, Ops::zero());
+      Ops::store(t.y + i * t.ldy + j * Ops::W, v, mask[j]);
+    }
+}
+
+using TileFn = void (*)(const TileArgs&);
+
+template <int NP, std::size_t... I>
+constexpr std::array<TileFn, sizeof...(I)> tiles_for_rows(std::index_sequence<I...>) {
+  return {&f32_tile<int(I) + 1, NP>...};
+}
+template <int MaxRows, std::size_t... P>
+constexpr std::array<std::array<TileFn, MaxRows>, sizeof...(P)> tile_table(std::index_sequence<P...>) {
+  return {tiles_for_rows<int(P) + 1>(std::make_index_sequence<MaxRows>{})...};
+}
+
+// [np - 1][mr - 1]: the main tiles (any row count up to kMaxRows), and the wide tiles for small
+// row blocks (only those are instantiated: a 14 x 4 tile would not fit the register file).
+constexpr auto kMainTiles = tile_table<kMaxRows>(std::make_index_sequence<kMainPanels>{});
+constexpr auto kSmallTiles = tile_table<kSmallRows>(std::make_index_sequence<kSmallPanels>{});
+
+// Loop order (BLIS-like, with the roles of the operands chosen for inference): per chunk of rows
+// (kRowChunk: their x slice stays in L2), per K block, a chunk of kKBlock k values x kMainPanels
+// weight panels (32 KiB on AVX-512) stays in L1 while the chunk's row blocks stream past it,
+// each tile broadcasting x straight from its rows (no copy of x: re-laying it out cost 10-15% at
+// M = 1024, more than the strided broadcasts).
+constexpr Index kKBlock = 512;
+constexpr Index kRowChunk = 16 * kMaxRows;
+
+void f32_packed_block(const PackedBlockArgs& a) {
+  const Index W = Ops::W;
+  const Index pstride = a.K * W;
+  const Index np_max = a.M <= kSmallRows ? kSmallPanels : kMainPanels;
+  const Index kblocks = (a.K + kKBlock - 1) / kKBlock;
+  const Index kc = (a.K + kblocks - 1) / kblocks;
+  for (Index c0 = 0; c0 < a.M; c0 += kRowChunk) {
+    const Index c1 = a.M - c0 < kRowChunk ? a.M : c0 + kRowChunk;
+    for (Index k0 = 0; k0 < a.K; k0 += kc) {
+      const Index kn = a.K - k0 < kc ? a.K - k0 : kc;
+      for (Index p = a.p0; p < a.p1; p += np_max) {
+        const Index np = a.p1 - p < np_max ? a.p1 - p : np_max;
+        const Index col = p * W;
+        for (Index m0 = c0; m0 < c1; m0 += kMaxRows) {
+          const int mr = int(c1 - m0 < kMaxRows ? c1 - m0 : kMaxRows);
+          TileArgs t{.K = kn,
+                     .x = a.x + m0 * a.ldx + k0,
+                     .ldx = a.ldx,
+                     .w = static_cast<const float*>(a.w) + p * pstride + k0 * W,
+                     .pstride = pstride,
+                     .ncols = a.N - col < np * W ? a.N - col : np * W,
+                     .b = a.b ? a.b + col : nullptr,
+                     .first = k0 == 0,
+                     .last = k0 + kn == a.K,
+                     .relu = a.relu,
+                     .y = a.y + m0 * a.ldy + col,
+                     .ldy = a.ldy};
+          if (mr <= kSmallRows) kSmallTiles[np - 1][mr - 1](t);
+          else kMainTiles[np - 1][mr - 1](t);
+        }
+      }
+    }
+  }
+}
