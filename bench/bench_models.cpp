@@ -33,19 +33,50 @@
 #include "model_cases.hpp"
 #include "mtrank/core/cpu.hpp"
 #include "mtrank/core/threading.hpp"
+#include "mtrank/kernels/bf16.hpp"
+#include "mtrank/kernels/packed_linear.hpp"
 
 using namespace mtrank;
 using namespace mtrank::bench;
 
 namespace {
 
-enum class Mode { infer, train };
+// infer_bf16 / infer_int8: inference with kernels::set_bf16_inference / set_int8_inference on
+// (bf16 weights for batches <= kernels::kBf16MaxRows; int8 weight-only quantisation).
+enum class Mode { infer, train, infer_bf16, infer_int8 };
 
 Mode parse_mode(const std::string& s) {
   if (s == "infer") return Mode::infer;
   if (s == "train") return Mode::train;
-  fail("bench_models --mode: expected \"infer\" or \"train\", got \"", s, "\"");
+  if (s == "infer_bf16") return Mode::infer_bf16;
+  if (s == "infer_int8") return Mode::infer_int8;
+  fail("bench_models --mode: expected \"infer\", \"train\", \"infer_bf16\" or \"infer_int8\", got \"", s, "\"");
 }
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::infer: return "infer";
+    case Mode::train: return "train";
+    case Mode::infer_bf16: return "infer_bf16";
+    case Mode::infer_int8: return "infer_int8";
+  }
+  return "?";
+}
+bool is_inference(Mode m) { return m != Mode::train; }
+
+/// Sets the inference weight format of the mode for its lifetime.
+class WeightFormatScope {
+ public:
+  explicit WeightFormatScope(Mode m) {
+    if (m == Mode::infer_bf16) kernels::set_bf16_inference(true);
+    if (m == Mode::infer_int8) kernels::set_int8_inference(true);
+  }
+  ~WeightFormatScope() {
+    if (kernels::bf16_inference()) kernels::set_bf16_inference(false);
+    kernels::set_int8_inference(false);
+  }
+  WeightFormatScope(const WeightFormatScope&) = delete;
+  WeightFormatScope& operator=(const WeightFormatScope&) = delete;
+};
 
 double process_cpu_seconds() {
   timespec ts{};
@@ -54,7 +85,7 @@ double process_cpu_seconds() {
 }
 
 void run_once(ModelCase& c, Mode m) {
-  if (m == Mode::infer) c.infer();
+  if (is_inference(m)) c.infer();
   else c.train_step();
 }
 
@@ -100,7 +131,7 @@ class CaseCache {
   ModelCase& get(const std::string& config, Index batch, Mode mode) {
     // Training changes the weights; keep inference and training instances apart so that an
     // inference cell always sees the initial weights.
-    const std::string key = config + "/" + std::to_string(batch) + "/" + (mode == Mode::infer ? "i" : "t");
+    const std::string key = config + "/" + std::to_string(batch) + "/" + (is_inference(mode) ? "i" : "t");
     auto it = cases_.find(key);
     if (it == cases_.end()) {
       // Keep at most one configuration in memory (the DIN tables and their Adam state are large).
@@ -117,6 +148,7 @@ class CaseCache {
 
 nlohmann::json run_cell(const Cell& cell, CaseCache& cache) {
   set_num_threads(cell.threads);
+  const WeightFormatScope weights(cell.mode);
   ModelCase& c = cache.get(cell.config, cell.batch, cell.mode);
   // Warm-up: first-touch of workspaces, optimiser state, oneDNN kernel generation.
   time_loop(c, cell.mode, std::min(0.2, cell.min_time));
@@ -129,12 +161,12 @@ nlohmann::json run_cell(const Cell& cell, CaseCache& cache) {
     iterations += t.iterations;
   }
   const double fwd = c.forward_flops_per_batch() / double(c.batch_size());
-  const double flops_per_sample = cell.mode == Mode::infer ? fwd : 3.0 * fwd;
+  const double flops_per_sample = is_inference(cell.mode) ? fwd : 3.0 * fwd;
   const double med = median(rates);
   return {{"config", cell.config},
           {"batch", cell.batch},
           {"threads", cell.threads},
-          {"mode", cell.mode == Mode::infer ? "infer" : "train"},
+          {"mode", mode_name(cell.mode)},
           {"isa", isa_name(active_isa())},
           {"samples_per_s", med},
           {"samples_per_s_runs", rates},
@@ -234,7 +266,7 @@ void BM_Model(benchmark::State& state, std::string config, Mode mode) {
   for (int i = 0; i < 3; ++i) run_once(*c, mode);  // warm-up
   for (auto _ : state) run_once(*c, mode);
   const double fwd = c->forward_flops_per_batch();
-  const double flops = mode == Mode::infer ? fwd : 3.0 * fwd;
+  const double flops = is_inference(mode) ? fwd : 3.0 * fwd;
   state.counters["samples/s"] =
       benchmark::Counter(double(state.iterations()) * double(batch), benchmark::Counter::kIsRate);
   state.counters["GFLOP/s"] = benchmark::Counter(double(state.iterations()) * flops / 1e9, benchmark::Counter::kIsRate);

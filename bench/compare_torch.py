@@ -222,14 +222,15 @@ class TorchRunner:
 
     def run(self, config, batch, threads, mode, min_time):
         torch.set_num_threads(threads)
-        key = (config, batch, mode)
+        key = (config, batch, "infer" if mode.startswith("infer") else mode)
         fresh = key not in self.cases
         if fresh:
             for k in [k for k in self.cases if k[0] != config]:
                 del self.cases[k]
             self.cases[key] = TorchCase(config, batch)
         case = self.cases[key]
-        fn = case.infer if mode == "infer" else case.train_step
+        # infer_bf16 / infer_int8 are mtrank weight formats; PyTorch runs its f32 inference.
+        fn = case.infer if mode.startswith("infer") else case.train_step
         if fresh:
             time_loop(fn, batch, min(0.2, min_time))
         else:
@@ -287,6 +288,8 @@ def grid(quick):
                 cells += [(c, 1024, 1, "infer"), (c, 1024, 2, "infer")]
         else:
             cells += [(c, b, 1, "infer") for b in (1, 32, 256, 1024)]
+            if c in ("mmoe", "ple"):
+                cells += [(c, b, 1, m) for m in ("infer_bf16", "infer_int8") for b in (1, 256)]
             cells += [(c, 1024, 2, "infer")]
             cells += [(c, b, 1, "train") for b in (256, 1024)]
             if c == "mmoe":

@@ -182,8 +182,9 @@ class BuiltCase final : public ModelCase {
     flops_ = (config == "ple" ? ple_flops() : mmoe_flops()) * double(batch);
   }
   void infer() override {
-    if (num_threads() > 1) out_ = parallel_->forward(next());
-    else out_ = model_->forward(next(), *ws_, Context::inference());
+    // The serving path (Model::serve: Context::serving(), packed weights), as a service runs it.
+    if (num_threads() > 1) out_ = parallel_->serve(next());
+    else out_ = model_->serve(next(), *ws_);
   }
   void train_step() override {
     loss_ = trainer_->train_step(next());
@@ -263,13 +264,13 @@ class DinCase final : public ModelCase {
     cur_ = &data_[static_cast<std::size_t>(cursor_++ % kNumBatches)];
     const int slices = num_threads() > 1 ? models::row_slice_count(B_, num_threads(), kMinSliceRows) : 1;
     if (slices == 1) {
-      out_ = forward(*cur_, Context::inference());
+      out_ = forward(*cur_, Context::serving());
       return;
     }
     if (static_cast<int>(slices_.size()) < slices) slices_.resize(static_cast<std::size_t>(slices));
     Mat out = ensure(out_all_, B_, 1);
     models::for_each_row_slice(B_, slices, [&](int s, Index begin, Index end) {
-      ConstMat y = forward_rows(*cur_, begin, end, slices_[static_cast<std::size_t>(s)], Context::inference());
+      ConstMat y = forward_rows(*cur_, begin, end, slices_[static_cast<std::size_t>(s)], Context::serving());
       copy(y, out.row_block(begin, end - begin));
     });
     out_ = out;

@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -28,7 +29,14 @@ extern const PackedLinearKernels kPackedLinearAvx2;
 extern const PackedLinearKernels kPackedLinearAvx512;
 #endif
 
-const char* weight_format_name(WeightFormat f) { return f == WeightFormat::f32 ? "f32" : "bf16"; }
+const char* weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::f32: return "f32";
+    case WeightFormat::bf16: return "bf16";
+    case WeightFormat::int8: return "int8";
+  }
+  return "?";
+}
 
 const PackedLinearKernels& packed_linear_kernels(Isa isa) {
 #if MTRANK_HAVE_AVX512
@@ -71,6 +79,32 @@ PackedMatrix::PackedMatrix(const float* w, Index N, Index K, Index ldw, WeightFo
         for (Index j = 0; j < P; ++j) {
           const Index n = p * P + j;
           d[(p * K + k) * P + j] = n < N ? w[n * ldw + k] : 0.0f;
+        }
+  } else if (format == WeightFormat::int8) {
+    const Index P = kernels.panel;
+    const Index panels = (N + P - 1) / P;
+    const std::size_t qbytes = (static_cast<std::size_t>(panels * K * P) + 63) / 64 * 64;
+    bytes_ = qbytes + sizeof(float) * static_cast<std::size_t>(panels * P);
+    data_.reset(detail::aligned_alloc_bytes(bytes_));
+    auto* q = static_cast<signed char*>(data_.get());
+    auto* scale = reinterpret_cast<float*>(static_cast<char*>(data_.get()) + qbytes);
+    scales_ = scale;
+    for (Index n = 0; n < panels * P; ++n) {
+      float amax = 0.0f;
+      if (n < N)
+        for (Index k = 0; k < K; ++k) {
+          const float v = w[n * ldw + k];
+          if (!std::isfinite(v)) fail("PackedMatrix: weight [", n, ", ", k, "] is ", v, "; int8 weights need finite values");
+          amax = std::max(amax, std::abs(v));
+        }
+      scale[n] = n < N ? (amax > 0.0f ? amax / 127.0f : 1.0f) : 0.0f;
+    }
+    for (Index p = 0; p < panels; ++p)
+      for (Index k = 0; k < K; ++k)
+        for (Index j = 0; j < P; ++j) {
+          const Index n = p * P + j;
+          const float v = n < N ? std::nearbyint(w[n * ldw + k] / scale[n]) : 0.0f;
+          q[(p * K + k) * P + j] = static_cast<signed char>(std::clamp(v, -127.0f, 127.0f));
         }
   } else {
     require(packed_bf16_supported(kernels), "PackedMatrix: bf16 weights need AVX512_BF16 (kernel table '",
@@ -126,7 +160,7 @@ void packed_linear(Index M, const float* x, Index ldx, const PackedMatrix& w, co
   if (M == 0) return;
   const PackedLinearKernels& k = *w.kernels();
   const bool bf16 = w.format() == WeightFormat::bf16;
-  PackedBlockArgs base{.M = M, .K = K, .N = N, .x = x, .ldx = ldx, .w = w.data(), .b = b,
+  PackedBlockArgs base{.M = M, .K = K, .N = N, .x = x, .ldx = ldx, .w = w.data(), .b = b, .scale = w.scales(),
                        .relu = act == FusedActivation::relu, .y = y, .ldy = ldy};
   if (bf16) {
     // x rounded to bf16 once per call, rows padded to an even length (the odd tail pairs with 0).
@@ -142,7 +176,7 @@ void packed_linear(Index M, const float* x, Index ldx, const PackedMatrix& w, co
     base.xb = xbuf.data();
     base.ldxb = ldxb;
   }
-  auto block = bf16 ? k.bf16_block : k.f32_block;
+  auto block = bf16 ? k.bf16_block : w.format() == WeightFormat::int8 ? k.int8_block : k.f32_block;
   // bf16: x row blocks are re-laid out per thread (PackedBlockArgs::scratch); grown, never shrunk.
   auto scratch = [K, bf16](Index rows) -> float* {
     if (!bf16) return nullptr;
@@ -199,12 +233,20 @@ namespace {
 std::atomic<std::uint64_t> g_pack_epoch{1};
 
 std::atomic<bool> g_packed_inference{true};
+std::atomic<bool> g_int8_inference{false};
 }  // namespace
+
+void set_int8_inference(bool on) {
+  if (on != g_int8_inference.load()) invalidate_packed_weights();  // drop the copies of the other format
+  g_int8_inference.store(on);
+}
+bool int8_inference() { return g_int8_inference.load(std::memory_order_relaxed); }
 
 void set_packed_inference(bool on) { g_packed_inference.store(on); }
 bool packed_inference() { return g_packed_inference.load(std::memory_order_relaxed); }
 
 WeightFormat inference_format(Index M) {
+  if (int8_inference()) return WeightFormat::int8;
   static const bool bf16_ok = packed_bf16_supported(packed_linear_kernels());
   return M <= kBf16MaxRows && bf16_ok && bf16_inference() ? WeightFormat::bf16 : WeightFormat::f32;
 }

@@ -129,10 +129,51 @@ TEST_CASE("packed_linear bf16: matches its scalar emulation and stays near f32",
   }
 }
 
+TEST_CASE("packed_linear int8: every ISA matches the reference and the quantisation bound", "[kernels][packed][int8]") {
+  Rng rng(31);
+  const PackedLinearKernels& ref = packed_linear_kernels(Isa::ref);
+  for (Isa isa : runnable_isas()) {
+    const PackedLinearKernels& k = packed_linear_kernels(isa);
+    for (const Shape3& s : shapes()) {
+      Problem p = make_problem(s, rng);
+      if (p.N > 2)  // an all-zero weight row (scale 1, outputs = bias)
+        for (Index j = 0; j < p.K; ++j) p.w[1 * p.K + j] = 0.0f;
+      const PackedMatrix pm(p.w.data(), p.N, p.K, p.K, WeightFormat::int8, k);
+      const PackedMatrix pref(p.w.data(), p.N, p.K, p.K, WeightFormat::int8, ref);
+      REQUIRE(pm.scales() != nullptr);
+      for (bool bias : {true, false})
+        for (FusedActivation act : {FusedActivation::identity, FusedActivation::relu, FusedActivation::sigmoid}) {
+          INFO(k.isa << " M=" << p.M << " K=" << p.K << " N=" << p.N << " bias=" << bias << " act="
+                     << fused_activation_name(act));
+          const std::vector<float> y = run(p, pm, bias, act), yr = run(p, pref, bias, act);
+          std::vector<float> want(static_cast<std::size_t>(p.M * p.ldy));
+          f32_linear_fused_ref(p.M, p.K, p.N, p.x.data(), p.ldx, p.w.data(), bias ? p.b.data() : nullptr, act,
+                               want.data(), p.ldy);
+          for (Index n = 0; n < p.N; ++n) {
+            double amax = 0;
+            for (Index j = 0; j < p.K; ++j) amax = std::max(amax, std::abs(double(p.w[n * p.K + j])));
+            const double scale = amax > 0 ? amax / 127.0 : 1.0;
+            for (Index m = 0; m < p.M; ++m) {
+              double xabs = 0;
+              for (Index j = 0; j < p.K; ++j) xabs += std::abs(double(p.x[m * p.ldx + j]));
+              const double got = y[m * p.ldy + n];
+              REQUIRE(std::abs(got - yr[m * p.ldy + n]) <= 4e-7 * double(p.K + 2) * (magnitude(p, m, n, bias) + scale * xabs) + 1e-6);
+              // |w - s q| <= s / 2 per weight (+ f32 rounding); activations have slope <= 1.
+              REQUIRE(std::abs(got - want[m * p.ldy + n]) <= 0.5 * scale * xabs * (1 + 1e-5) + 1e-5);
+            }
+          }
+        }
+    }
+  }
+  std::vector<float> bad(4, 1.f);
+  bad[2] = NAN;
+  CHECK_THROWS_WITH(PackedMatrix(bad.data(), 2, 2, 2, WeightFormat::int8), Catch::Contains("finite"));
+}
+
 TEST_CASE("packed_linear: results do not depend on the thread count", "[kernels][packed]") {
   Rng rng(5);
   const PackedLinearKernels& k = packed_linear_kernels();
-  std::vector<WeightFormat> formats = {WeightFormat::f32};
+  std::vector<WeightFormat> formats = {WeightFormat::f32, WeightFormat::int8};
   if (packed_bf16_supported(k)) formats.push_back(WeightFormat::bf16);
   for (Shape3 s : {Shape3{300, 256, 200}, Shape3{1, 512, 600}, Shape3{20, 700, 90}})
     for (WeightFormat f : formats) {

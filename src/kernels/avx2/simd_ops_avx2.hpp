@@ -34,6 +34,8 @@ struct Ops {
   static V sqrt(V a) { return _mm256_sqrt_ps(a); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  /// W int8 values widened to float.
+  static V load_i8(const signed char* p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))); }
   static V select_pos(V x, V pos, V other) {
     return _mm256_blendv_ps(other, pos, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ));
   }

@@ -3,6 +3,7 @@
 // (14 x 2 tile: 28 zmm accumulators, 2 weight vectors, 1 broadcast). bf16: the same tiling with
 // vdpbf16ps (AVX512-BF16), two k values per instruction; only called when the CPU has it.
 #include <array>
+#include <type_traits>
 #include <cstdint>
 #include <cstring>
 #include <utility>
@@ -124,6 +125,6 @@ void bf16_packed_block(const PackedBlockArgs& a) {
 }  // namespace
 
 extern const PackedLinearKernels kPackedLinearAvx512;
-const PackedLinearKernels kPackedLinearAvx512 = {"avx512", 16, f32_packed_block, bf16_packed_block};
+const PackedLinearKernels kPackedLinearAvx512 = {"avx512", 16, f32_packed_block, bf16_packed_block, int8_packed_block};
 
 }  // namespace mtrank::kernels

@@ -33,6 +33,8 @@ struct Ops {
   static V sqrt(V a) { return _mm512_sqrt_ps(a); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }  // a * b + c
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  /// W int8 values widened to float.
+  static V load_i8(const signed char* p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))); }
   /// x > 0 ? pos : other
   static V select_pos(V x, V pos, V other) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ), other, pos);

@@ -50,9 +50,23 @@ __attribute__((optimize("no-tree-vectorize"))) void bf16_packed_block_ref(const 
     }
 }
 
+void int8_packed_block_ref(const PackedBlockArgs& a) {
+  const auto* q = static_cast<const signed char*>(a.w);
+  const Index n_end = a.p1 * kPanel < a.N ? a.p1 * kPanel : a.N;
+  for (Index m = 0; m < a.M; ++m)
+    for (Index n = a.p0 * kPanel; n < n_end; ++n) {
+      const signed char* qp = q + (n / kPanel) * a.K * kPanel + n % kPanel;
+      float acc = 0.0f;
+      for (Index k = 0; k < a.K; ++k) acc += a.x[m * a.ldx + k] * float(qp[k * kPanel]);
+      acc = acc * a.scale[n] + (a.b ? a.b[n] : 0.0f);
+      a.y[m * a.ldy + n] = a.relu && !(acc > 0.0f) ? 0.0f : acc;
+    }
+}
+
 }  // namespace
 
 extern const PackedLinearKernels kPackedLinearRef;
-const PackedLinearKernels kPackedLinearRef = {"ref", kPanel, f32_packed_block_ref, bf16_packed_block_ref};
+const PackedLinearKernels kPackedLinearRef = {"ref", kPanel, f32_packed_block_ref, bf16_packed_block_ref,
+                                           int8_packed_block_ref};
 
 }  // namespace mtrank::kernels

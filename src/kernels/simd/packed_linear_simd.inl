@@ -12,8 +12,9 @@ struct TileArgs {
   Index K;             // k values in this block
   const float* x;      // first row, first k of the block
   Index ldx;
-  const float* w;      // first panel of the tile, first k of the block
-  Index pstride;       // floats between panels (K_total * W)
+  const void* w;       // first panel of the tile, first k of the block (float or int8)
+  Index pstride;       // elements between panels (K_total * W)
+  const float* scale;  // int8: the tile's per-column scales
   Index ncols;         // valid columns in the tile (<= NP * W)
   const float* b;      // bias of the tile's first column, or nullptr (first k block only)
   bool first, last, relu;
@@ -21,8 +22,14 @@ struct TileArgs {
   Index ldy;
 };
 
-template <int MR, int NP>
+inline typename Ops::V load_w(const float* p) { return Ops::load(p); }
+inline typename Ops::V load_w(const signed char* p) { return Ops::load_i8(p); }
+
+// WT = float (f32 weights) or signed char (int8 weights: y = scale * sum_k x w_q + b, the scale
+// and the bias applied once after the last K block; earlier blocks leave unscaled sums in y).
+template <int MR, int NP, class WT>
 void f32_tile(const TileArgs& t) {
+  constexpr bool kInt8 = std::is_same_v<WT, signed char>;
   using V = typename Ops::V;
   typename Ops::Mask mask[NP];
 #pragma GCC unroll 8
@@ -33,15 +40,15 @@ void f32_tile(const TileArgs& t) {
 #pragma GCC unroll 8
     for (int j = 0; j < NP; ++j) {
       if (!t.first) acc[i][j] = Ops::load(t.y + i * t.ldy + j * Ops::W, mask[j]);
-      else if (t.b) acc[i][j] = Ops::load(t.b + j * Ops::W, mask[j]);
+      else if (t.b && !kInt8) acc[i][j] = Ops::load(t.b + j * Ops::W, mask[j]);
       else acc[i][j] = Ops::zero();
     }
   const float* x = t.x;
-  const float* w = t.w;
+  const WT* w = static_cast<const WT*>(t.w);
   for (Index k = 0; k < t.K; ++k, w += Ops::W) {
     V wv[NP];
 #pragma GCC unroll 8
-    for (int j = 0; j < NP; ++j) wv[j] = Ops::load(w + j * t.pstride);
+    for (int j = 0; j < NP; ++j) wv[j] = load_w(w + j * t.pstride);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const V a = Ops::set1(x[i * t.ldx + k]);
@@ -50,11 +57,22 @@ void f32_tile(const TileArgs& t) {
     }
   }
   const bool relu = t.last && t.relu;
+  V scale[NP], bias[NP];
+  if constexpr (kInt8) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NP; ++j) {
+      scale[j] = Ops::load(t.scale + j * Ops::W, mask[j]);
+      bias[j] = t.b ? Ops::load(t.b + j * Ops::W, mask[j]) : Ops::zero();
+    }
+  }
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
     for (int j = 0; j < NP; ++j) {
       V v = acc[i][j];
+      if constexpr (kInt8) {
+        if (t.last) v = Ops::fma(v, scale[j], bias[j]);
+      }
       if (relu) v = Ops::max(v, Ops::zero());
       Ops::store(t.y + i * t.ldy + j * Ops::W, v, mask[j]);
     }
@@ -62,19 +80,21 @@ void f32_tile(const TileArgs& t) {
 
 using TileFn = void (*)(const TileArgs&);
 
-template <int NP, std::size_t... I>
+template <class WT, int NP, std::size_t... I>
 constexpr std::array<TileFn, sizeof...(I)> tiles_for_rows(std::index_sequence<I...>) {
-  return {&f32_tile<int(I) + 1, NP>...};
+  return {&f32_tile<int(I) + 1, NP, WT>...};
 }
-template <int MaxRows, std::size_t... P>
+template <class WT, int MaxRows, std::size_t... P>
 constexpr std::array<std::array<TileFn, MaxRows>, sizeof...(P)> tile_table(std::index_sequence<P...>) {
-  return {tiles_for_rows<int(P) + 1>(std::make_index_sequence<MaxRows>{})...};
+  return {tiles_for_rows<WT, int(P) + 1>(std::make_index_sequence<MaxRows>{})...};
 }
 
 // [np - 1][mr - 1]: the main tiles (any row count up to kMaxRows), and the wide tiles for small
 // row blocks (only those are instantiated: a 14 x 4 tile would not fit the register file).
-constexpr auto kMainTiles = tile_table<kMaxRows>(std::make_index_sequence<kMainPanels>{});
-constexpr auto kSmallTiles = tile_table<kSmallRows>(std::make_index_sequence<kSmallPanels>{});
+template <class WT>
+constexpr auto kMainTiles = tile_table<WT, kMaxRows>(std::make_index_sequence<kMainPanels>{});
+template <class WT>
+constexpr auto kSmallTiles = tile_table<WT, kSmallRows>(std::make_index_sequence<kSmallPanels>{});
 
 // Loop order (BLIS-like, with the roles of the operands chosen for inference): per chunk of rows
 // (kRowChunk: their x slice stays in L2), per K block, a chunk of kKBlock k values x kMainPanels
@@ -84,7 +104,8 @@ constexpr auto kSmallTiles = tile_table<kSmallRows>(std::make_index_sequence<kSm
 constexpr Index kKBlock = 512;
 constexpr Index kRowChunk = 16 * kMaxRows;
 
-void f32_packed_block(const PackedBlockArgs& a) {
+template <class WT>
+void packed_block(const PackedBlockArgs& a) {
   const Index W = Ops::W;
   const Index pstride = a.K * W;
   const Index np_max = a.M <= kSmallRows ? kSmallPanels : kMainPanels;
@@ -102,8 +123,9 @@ void f32_packed_block(const PackedBlockArgs& a) {
           TileArgs t{.K = kn,
                      .x = a.x + m0 * a.ldx + k0,
                      .ldx = a.ldx,
-                     .w = static_cast<const float*>(a.w) + p * pstride + k0 * W,
+                     .w = static_cast<const WT*>(a.w) + p * pstride + k0 * W,
                      .pstride = pstride,
+                     .scale = a.scale ? a.scale + col : nullptr,
                      .ncols = a.N - col < np * W ? a.N - col : np * W,
                      .b = a.b ? a.b + col : nullptr,
                      .first = k0 == 0,
@@ -111,10 +133,13 @@ void f32_packed_block(const PackedBlockArgs& a) {
                      .relu = a.relu,
                      .y = a.y + m0 * a.ldy + col,
                      .ldy = a.ldy};
-          if (mr <= kSmallRows) kSmallTiles[np - 1][mr - 1](t);
-          else kMainTiles[np - 1][mr - 1](t);
+          if (mr <= kSmallRows) kSmallTiles<WT>[np - 1][mr - 1](t);
+          else kMainTiles<WT>[np - 1][mr - 1](t);
         }
       }
     }
   }
 }
+
+void f32_packed_block(const PackedBlockArgs& a) { packed_block<float>(a); }
+void int8_packed_block(const PackedBlockArgs& a) { packed_block<signed char>(a); }
