@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "mtrank/core/threading.hpp"
+#include "mtrank/kernels/packed_linear.hpp"
 #include "mtrank/serve/predictor.hpp"
 #include "mtrank/serve/request.hpp"
 
@@ -28,7 +29,9 @@ namespace {
 int usage(int rc) {
   std::fprintf(rc ? stderr : stdout,
                "usage: ranking_server --checkpoint FILE | --config FILE --weights FILE\n"
-               "                      [--host 127.0.0.1] [--port 8080] [--threads 4] [--max-body BYTES] [--allow-reload]\n");
+               "                      [--host 127.0.0.1] [--port 8080] [--threads 4] [--max-body BYTES] [--allow-reload]\n"
+               "                      [--weight-format f32|bf16|int8]  (serving weights: packed f32, bf16 for small\n"
+               "                      batches, or int8 weight-only quantisation)\n");
   return rc;
 }
 
@@ -37,7 +40,7 @@ std::string error_json(const std::string& msg) { return json{{"error", msg}}.dum
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string checkpoint, config, weights, host = "127.0.0.1";
+  std::string checkpoint, config, weights, weight_format = "f32", host = "127.0.0.1";
   int port = 8080, threads = 4;
   std::size_t max_body = 1 << 20;
   bool allow_reload = false;
@@ -51,6 +54,7 @@ int main(int argc, char** argv) {
       if (a == "--checkpoint") checkpoint = next();
       else if (a == "--config") config = next();
       else if (a == "--weights") weights = next();
+      else if (a == "--weight-format") weight_format = next();
       else if (a == "--host") host = next();
       else if (a == "--port") port = std::stoi(next());
       else if (a == "--threads") threads = std::stoi(next());
@@ -61,6 +65,7 @@ int main(int argc, char** argv) {
     }
     if (checkpoint.empty() == (config.empty() || weights.empty())) throw std::invalid_argument("give --checkpoint or --config + --weights");
     if (threads < 1 || port < 0 || port > 65535) throw std::invalid_argument("bad --threads or --port");
+    kernels::set_inference_weights(weight_format);  // packed f32 / bf16 / int8 serving weights
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ranking_server: %s\n", e.what());
     return usage(2);

@@ -242,6 +242,14 @@ void set_int8_inference(bool on) {
 }
 bool int8_inference() { return g_int8_inference.load(std::memory_order_relaxed); }
 
+void set_inference_weights(std::string_view format) {
+  if (format != "f32" && format != "bf16" && format != "int8")
+    fail("inference weights: expected \"f32\", \"bf16\" or \"int8\", got \"", format, "\"");
+  if (format == "bf16") set_bf16_inference(true);  // throws without AVX512_BF16
+  else if (bf16_inference()) set_bf16_inference(false);
+  set_int8_inference(format == "int8");
+}
+
 void set_packed_inference(bool on) { g_packed_inference.store(on); }
 bool packed_inference() { return g_packed_inference.load(std::memory_order_relaxed); }
 

@@ -12,6 +12,7 @@
 
 #include "data_source.hpp"
 #include "mtrank/core/threading.hpp"
+#include "mtrank/kernels/packed_linear.hpp"
 #include "mtrank/io/checkpoint.hpp"
 #include "mtrank/io/json_util.hpp"
 #include "mtrank/io/npy.hpp"
@@ -186,10 +187,11 @@ int cmd_eval(const EvalArgs& a) {
 }
 
 struct PredictArgs {
-  std::string checkpoint, config, data_dir, out, split = "test";
+  std::string checkpoint, config, data_dir, out, split = "test", weights = "f32";
 };
 
 int cmd_predict(const PredictArgs& a) {
+  kernels::set_inference_weights(a.weights);
   auto p = serve::Predictor::from_checkpoint(a.checkpoint);
   data::Dataset d = eval_data(*p, a.config, a.data_dir, a.split);
   Tensor probs;
@@ -354,6 +356,8 @@ int main(int argc, char** argv) {
   predict->add_option("--data-dir", pa.data_dir, "base for relative data paths");
   predict->add_option("--split", pa.split, "test | train")->check(CLI::IsMember({"test", "train"}));
   predict->add_option("-o,--out", pa.out, "output .csv or .npy")->required();
+  predict->add_option("--weight-format", pa.weights, "inference weight format: f32 | bf16 (small batches) | int8")
+      ->check(CLI::IsMember({"f32", "bf16", "int8"}));
 
   InspectArgs ia;
   auto* inspect = app.add_subcommand("inspect", "config, train state, tensors, shapes and parameter count of a checkpoint");

@@ -30,6 +30,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string_view>
 
 #include "mtrank/core/cpu.hpp"
 #include "mtrank/core/tensor.hpp"
@@ -141,6 +142,11 @@ inline constexpr Index kBf16MaxRows = 8;
 /// Serving passes use int8 weights for every batch size (default off; takes precedence over bf16).
 void set_int8_inference(bool on);
 bool int8_inference();
+/// Both switches above from one name, as tools take it on their command line: "f32" (both off),
+/// "bf16" (bf16 for small batches; throws when the CPU lacks AVX512_BF16) or "int8". Throws
+/// mtrank::Error naming the accepted values for anything else.
+void set_inference_weights(std::string_view format);
+
 /// The weight format an inference pass of M rows uses under the current settings.
 WeightFormat inference_format(Index M);
 
