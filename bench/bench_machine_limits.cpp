@@ -1,4 +1,5 @@
 // Machine limits that the model benchmarks are compared against (docs/performance.md):
+//   bf16_dot               single-core vdpbf16ps rate (AVX512-BF16 CPUs), 64 FLOPs per instruction
 //   fma_avx512 / fma_avx2  single-core fp32 FMA peak: a register-blocked loop of independent
 //                          vfmadd231ps chains (12 accumulators, enough to cover 4-cycle latency x
 //                          2 FMA ports), FLOPs = 2 x lanes x FMAs.
@@ -90,6 +91,21 @@ __attribute__((target("avx2,fma"), noinline)) float fma_loop_avx2(long iters, fl
   return r;
 }
 
+// vdpbf16ps: 16 lanes x 2 products per instruction (64 FLOPs), 12 independent accumulators.
+__attribute__((target("avx512f,avx512bf16"), noinline)) float bf16_dot_loop(long iters, float seed) {
+  __m512 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_ps(seed + float(i));
+  const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
+  const __m512bh y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
+  for (long n = 0; n < iters; ++n) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) a[i] = _mm512_dpbf16_ps(a[i], x, y);
+  }
+  __m512 s = a[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, a[i]);
+  return _mm512_reduce_add_ps(s);
+}
+
 volatile float g_sink = 0;
 
 /// GFLOP/s of the FMA loop on `threads` threads (each runs the loop; FLOPs add up).
@@ -103,6 +119,15 @@ Rate fma_peak(bool avx512, int threads, long iters) {
   const double lanes = avx512 ? 16 : 8;
   const Rate rt = sw.rate(double(threads) * double(iters) * 12.0 * lanes * 2.0 / 1e9);
   for (float v : r) g_sink = g_sink + v;
+  return rt;
+}
+
+/// GFLOP/s of vdpbf16ps on one thread (2 FLOPs per bf16 product pair element: 64 per instruction).
+Rate bf16_dot_peak(long iters) {
+  const Stopwatch sw{1};
+  const float r = bf16_dot_loop(iters, 1.0f);
+  const Rate rt = sw.rate(double(iters) * 12.0 * 64.0 / 1e9);
+  g_sink = g_sink + r;
   return rt;
 }
 
@@ -213,6 +238,8 @@ int main(int argc, char** argv) {
   };
   if (isa >= Isa::avx512) best("fma_avx512_gflops", [&] { return fma_peak(true, threads, kFmaIters); });
   if (isa >= Isa::avx2) best("fma_avx2_gflops", [&] { return fma_peak(false, threads, kFmaIters); });
+  if (isa >= Isa::avx512 && cpu_features().avx512_bf16 && threads == 1)
+    best("bf16_dot_gflops", [&] { return bf16_dot_peak(kFmaIters / 2); });
   set_num_threads(1);
   out["gemm_n"] = gemm_n;
   best("gemm_gflops", [&] { return gemm_gflops(gemm_n); });
@@ -249,6 +276,7 @@ int main(int argc, char** argv) {
     };
     line("fp32 FMA peak, AVX-512", "fma_avx512_gflops", "GFLOP/s", 1);
     line("fp32 FMA peak, AVX2", "fma_avx2_gflops", "GFLOP/s", 1);
+    line("bf16 dot peak (vdpbf16ps)", "bf16_dot_gflops", "GFLOP/s", 1);
     line(("sgemm " + std::to_string(gemm_n) + "^3, 1 thread").c_str(), "gemm_gflops", "GFLOP/s", 1);
     line("STREAM triad", "triad_gbs", "GB/s", 1);
     line("read, 6 MiB buffer (L3)", "read_6mib_gbs", "GB/s", 1);

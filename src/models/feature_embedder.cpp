@@ -171,10 +171,18 @@ void FeatureEmbedder<T>::forward_fields(const data::Batch& batch, const FieldSel
   for (Index b = 0; b < B && nd > 0; ++b) {
     const float* src = batch.dense.data() + b * nd;
     T* dst = x.row(b) + dense_offset_;
-    bool bad = false;
-    for (Index j = 0; j < nd; ++j) {
-      bad |= !(std::abs(src[j]) <= std::numeric_limits<float>::max());
-      if (all_dense || sel.dense[static_cast<std::size_t>(j)]) dst[j] = T(src[j]);
+    unsigned bad = 0;
+    if (all_dense) {  // the common case, kept free of the selection test so that it vectorises
+      for (Index j = 0; j < nd; ++j) {
+        const float v = src[j];
+        bad |= unsigned(!(std::abs(v) <= std::numeric_limits<float>::max()));
+        dst[j] = T(v);
+      }
+    } else {
+      for (Index j = 0; j < nd; ++j) {
+        bad |= unsigned(!(std::abs(src[j]) <= std::numeric_limits<float>::max()));
+        if (sel.dense[static_cast<std::size_t>(j)]) dst[j] = T(src[j]);
+      }
     }
     if (bad)
       for (Index j = 0; j < nd; ++j)
