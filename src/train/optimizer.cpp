@@ -1,11 +1,15 @@
 #include "mtrank/train/optimizer.hpp"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
+#include "mtrank/core/threading.hpp"
 #include "mtrank/io/json_util.hpp"
 #include "mtrank/kernels/optimizer_rows.hpp"
 #include "mtrank/kernels/packed_linear.hpp"
@@ -69,6 +73,33 @@ Optimizer::Slot& Optimizer::slot_for(const Parameter<float>& p, bool& created) {
   return slots_.back();
 }
 
+// Dense parameters are split over num_threads() threads in contiguous chunks (the updates are
+// elementwise and the row kernels are bit-identical to their reference on any sub-range, so the
+// result does not depend on the thread count). Training at batch 1024 with 2 threads spent ~12%
+// of the step here single-threaded.
+void Optimizer::update_dense(float* w, const std::vector<float*>& bufs, const float* g, Index n, bool fresh) {
+  constexpr Index kMinChunk = Index(1) << 15, kAlign = 64;
+  int threads = num_threads();
+  if (threads > 1 && (omp_in_parallel() || n < 2 * kMinChunk)) threads = 1;
+  if (threads == 1) {
+    update(w, bufs.data(), g, n, false, fresh);
+    return;
+  }
+  threads = static_cast<int>(std::min<Index>(threads, n / kMinChunk));
+  constexpr std::size_t kMaxBuffers = 8;
+  require(bufs.size() <= kMaxBuffers, name(), ": more than ", kMaxBuffers, " state buffers per parameter");
+  apply_thread_setting();
+#pragma omp parallel num_threads(threads)
+  {
+    const Index t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const Index lo = std::min(n, (n * t / nt) / kAlign * kAlign);
+    const Index hi = t + 1 == nt ? n : std::min(n, (n * (t + 1) / nt) / kAlign * kAlign);
+    float* local[kMaxBuffers];
+    for (std::size_t i = 0; i < bufs.size(); ++i) local[i] = bufs[i] + lo;
+    if (hi > lo) update(w + lo, local, g + lo, hi - lo, false, fresh);
+  }
+}
+
 void Optimizer::step(ParameterArena& arena) {
   ++step_;
   begin_step();
@@ -81,7 +112,7 @@ void Optimizer::step(ParameterArena& arena) {
     if (!p.sparse) {
       require(p.grad != nullptr, name(), ": parameter '", p.name, "' has no gradient buffer");
       for (std::size_t i = 0; i < bufs.size(); ++i) bufs[i] = s.buf[i].data();
-      update(p.value, bufs.data(), p.grad, p.numel(), false, created);
+      update_dense(p.value, bufs, p.grad, p.numel(), created);
       continue;
     }
     const Index width = p.sparse_grad.width();

@@ -158,6 +158,8 @@ class Optimizer {
   /// Update `n` contiguous elements: the whole of a dense parameter (row = false, fresh when its
   /// state was created in this step) or one touched row of a sparse one (row = true).
   virtual void update(float* w, float* const* buf, const float* g, Index n, bool row, bool fresh) = 0;
+  // update() over a dense parameter, split over num_threads() threads.
+  void update_dense(float* w, const std::vector<float*>& bufs, const float* g, Index n, bool fresh);
 
   std::int64_t step_ = 0;
 
