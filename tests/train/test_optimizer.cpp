@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mtrank/core/threading.hpp"
 #include "mtrank/train/optimizer.hpp"
 #include "testing.hpp"
 
@@ -369,4 +370,29 @@ TEST_CASE("Optimizer rejects a parameter whose shape changed under its state") {
   ParameterArena b;
   b.add("w", Shape{4});
   CHECK_THROWS_WITH(opt.step(b), Catch::Contains("parameter 'w'"));
+}
+
+TEST_CASE("Dense updates split over threads are bit-identical to one thread") {
+  for (const char* type : {"sgd", "adam", "adamw", "adagrad", "ftrl"}) {
+    INFO(type);
+    std::vector<std::vector<float>> results;
+    for (int threads : {1, 2, 3}) {
+      mtrank::set_num_threads(threads);
+      ParameterArena arena(5);
+      auto& p = arena.add("w", Shape{300001}, {.init = Init::normal(0.0, 1.0)});
+      nlohmann::json cfg{{"type", type}};
+      if (std::string(type) == "ftrl") cfg["alpha"] = 0.1;
+      else cfg["lr"] = 0.01;
+      if (std::string(type) == "sgd") cfg["momentum"] = 0.5;
+      auto opt = train::make_optimizer(cfg, "optimizer");
+      for (int step = 0; step < 3; ++step) {
+        for (Index i = 0; i < p.numel(); ++i) p.grad[i] = std::sin(float(i) * 0.37f + float(step));
+        opt->step(arena);
+      }
+      results.emplace_back(p.value, p.value + p.numel());
+    }
+    mtrank::set_num_threads(1);
+    REQUIRE(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(results[0].data(), results[2].data(), results[0].size() * sizeof(float)) == 0);
+  }
 }
