@@ -1,6 +1,7 @@
 // Linear layer kernels: GFLOP/s (2 M K N per call) of the fused forward and the backward.
 // BM_LinearForward args: impl (1 onednn_matmul, 2 sgemm_epilogue, 3 bf16 onednn, 4 packed f32,
-// 5 packed bf16: kernels/packed_linear.hpp, weights packed once outside the loop), act (0 identity,
+// 5 packed bf16, 6 packed int8: kernels/packed_linear.hpp, weights packed once outside the loop),
+// act (0 identity,
 // 1 relu, 4 gelu_erf), M (batch), K (in), N (out).
 // BM_LinearBackward args: impl (1 onednn_matmul, 2 sgemm), M, K, N (dW + db + dx: 4 M K N flops).
 // Rates are per CPU second of the benchmark thread (mtrank::num_threads() = 1 unless
@@ -45,7 +46,7 @@ void BM_LinearForward(benchmark::State& state) {
   Rng rng(1);
   auto x = randn(M * K, rng), w = randn(N * K, rng), b = randn(N, rng);
   std::vector<float> y(static_cast<std::size_t>(M * N));
-  const char* names[] = {"auto", "onednn", "sgemm+epi", "bf16", "packed f32", "packed bf16"};
+  const char* names[] = {"auto", "onednn", "sgemm+epi", "bf16", "packed f32", "packed bf16", "packed int8"};
   state.SetLabel(std::string(names[impl]) + " " + fused_activation_name(act));
   Bf16Weights wb;
   if ((impl == 3 && !bf16_available()) || (impl == 5 && !packed_bf16_supported(packed_linear_kernels()))) {
@@ -53,7 +54,8 @@ void BM_LinearForward(benchmark::State& state) {
     return;
   }
   PackedMatrix packed;
-  if (impl >= 4) packed = PackedMatrix(w.data(), N, K, K, impl == 4 ? WeightFormat::f32 : WeightFormat::bf16);
+  const WeightFormat formats[] = {WeightFormat::f32, WeightFormat::bf16, WeightFormat::int8};
+  if (impl >= 4) packed = PackedMatrix(w.data(), N, K, K, formats[impl - 4]);
   for (auto _ : state) {
     if (impl >= 4)
       packed_linear(M, x.data(), K, packed, b.data(), act, y.data(), N);
@@ -98,7 +100,7 @@ void shapes(benchmark::internal::Benchmark* b, std::vector<std::int64_t> impls, 
 
 BENCHMARK(BM_LinearForward)
     ->ArgNames({"impl", "act", "M", "K", "N"})
-    ->Apply([](auto* b) { shapes(b, {1, 2, 3, 4, 5}, {1}); });
+    ->Apply([](auto* b) { shapes(b, {1, 2, 3, 4, 5, 6}, {1}); });
 BENCHMARK(BM_LinearForward)
     ->Name("BM_LinearForwardGelu")
     ->ArgNames({"impl", "act", "M", "K", "N"})

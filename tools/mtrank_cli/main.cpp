@@ -159,10 +159,11 @@ int cmd_train(const TrainArgs& a) {
 }
 
 struct EvalArgs {
-  std::string checkpoint, config, data_dir, split = "test", format = "json";
+  std::string checkpoint, config, data_dir, split = "test", format = "json", weights = "f32";
 };
 
 int cmd_eval(const EvalArgs& a) {
+  kernels::set_inference_weights(a.weights);
   auto p = serve::Predictor::from_checkpoint(a.checkpoint);
   data::Dataset d = eval_data(*p, a.config, a.data_dir, a.split);
   Tensor probs;
@@ -348,6 +349,9 @@ int main(int argc, char** argv) {
   eval->add_option("--data-dir", ea.data_dir, "base for relative data paths");
   eval->add_option("--split", ea.split, "test | train")->check(CLI::IsMember({"test", "train"}));
   eval->add_option("--format", ea.format, "json | table")->check(CLI::IsMember({"json", "table"}));
+  // bf16 applies to batches of <= 8 rows only, and eval scores large batches: not offered here.
+  eval->add_option("--weight-format", ea.weights, "inference weight format: f32 | int8")
+      ->check(CLI::IsMember({"f32", "int8"}));
 
   PredictArgs pa;
   auto* predict = app.add_subcommand("predict", "score a dataset: per-task predictions and fused score to CSV (or [N, K] .npy)");

@@ -135,10 +135,12 @@ class PackedWeightCache {
 void set_packed_inference(bool on);
 bool packed_inference();
 /// With kernels::bf16_inference() on, batches up to this many rows use bf16 weights: there the
-/// weight bytes dominate and bf16 halves them. Larger batches are compute-bound, and this CPU
-/// family's vdpbf16ps does 32 multiply-adds per 2 cycles against 2 x 16 per cycle for f32 FMA
-/// (docs/kernels.md), so they stay on f32 weights.
-inline constexpr Index kBf16MaxRows = 8;
+/// weight bytes dominate and bf16 halves them. This CPU family's vdpbf16ps does 32 multiply-adds
+/// per 2 cycles against 2 x 16 per cycle for f32 FMA (bench_machine_limits: 105.9 vs 211.7
+/// GFLOP/s), so compute-bound batches stay on f32 weights. Measured on the MMoE benchmark
+/// (5.3 MB of f32 weights, read from L3): batch 4 runs 31.9k samples/s in bf16 against 22.4k in
+/// f32, batch 8 33.7k against 45.2k (bench_models --mode infer_bf16 / infer).
+inline constexpr Index kBf16MaxRows = 4;
 /// Serving passes use int8 weights for every batch size (default off; takes precedence over bf16).
 void set_int8_inference(bool on);
 bool int8_inference();
