@@ -3,23 +3,10 @@
 
 namespace mtrank::kernels {
 
-extern const ActivationKernels kActivationRef;
-#if MTRANK_HAVE_AVX2
-extern const ActivationKernels kActivationAvx2;
-#endif
-#if MTRANK_HAVE_AVX512
-extern const ActivationKernels kActivationAvx512;
-#endif
+extern const ActivationKernels kActivationRef, kActivationAvx2, kActivationAvx512;
 
 const ActivationKernels& activation_kernels(Isa isa) {
-#if MTRANK_HAVE_AVX512
-  if (isa >= Isa::avx512 && detected_isa() >= Isa::avx512) return kActivationAvx512;
-#endif
-#if MTRANK_HAVE_AVX2
-  if (isa >= Isa::avx2 && detected_isa() >= Isa::avx2) return kActivationAvx2;
-#endif
-  (void)isa;
-  return kActivationRef;
+  return pick_table(isa, kActivationRef, MTRANK_AVX2_TABLE(kActivationAvx2), MTRANK_AVX512_TABLE(kActivationAvx512));
 }
 
 const ActivationKernels& activation_kernels() {

@@ -3,23 +3,10 @@
 
 namespace mtrank::kernels {
 
-extern const CoActionKernels kCoActionRef;
-#if MTRANK_HAVE_AVX2
-extern const CoActionKernels kCoActionAvx2;
-#endif
-#if MTRANK_HAVE_AVX512
-extern const CoActionKernels kCoActionAvx512;
-#endif
+extern const CoActionKernels kCoActionRef, kCoActionAvx2, kCoActionAvx512;
 
 const CoActionKernels& co_action_kernels(Isa isa) {
-#if MTRANK_HAVE_AVX512
-  if (isa >= Isa::avx512 && detected_isa() >= Isa::avx512) return kCoActionAvx512;
-#endif
-#if MTRANK_HAVE_AVX2
-  if (isa >= Isa::avx2 && detected_isa() >= Isa::avx2) return kCoActionAvx2;
-#endif
-  (void)isa;
-  return kCoActionRef;
+  return pick_table(isa, kCoActionRef, MTRANK_AVX2_TABLE(kCoActionAvx2), MTRANK_AVX512_TABLE(kCoActionAvx512));
 }
 
 const CoActionKernels& co_action_kernels() {

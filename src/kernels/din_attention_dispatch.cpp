@@ -3,23 +3,10 @@
 
 namespace mtrank::kernels {
 
-extern const DinAttentionKernels kDinAttentionRef;
-#if MTRANK_HAVE_AVX2
-extern const DinAttentionKernels kDinAttentionAvx2;
-#endif
-#if MTRANK_HAVE_AVX512
-extern const DinAttentionKernels kDinAttentionAvx512;
-#endif
+extern const DinAttentionKernels kDinAttentionRef, kDinAttentionAvx2, kDinAttentionAvx512;
 
 const DinAttentionKernels& din_attention_kernels(Isa isa) {
-#if MTRANK_HAVE_AVX512
-  if (isa >= Isa::avx512 && detected_isa() >= Isa::avx512) return kDinAttentionAvx512;
-#endif
-#if MTRANK_HAVE_AVX2
-  if (isa >= Isa::avx2 && detected_isa() >= Isa::avx2) return kDinAttentionAvx2;
-#endif
-  (void)isa;
-  return kDinAttentionRef;
+  return pick_table(isa, kDinAttentionRef, MTRANK_AVX2_TABLE(kDinAttentionAvx2), MTRANK_AVX512_TABLE(kDinAttentionAvx512));
 }
 
 const DinAttentionKernels& din_attention_kernels() {

@@ -3,23 +3,10 @@
 
 namespace mtrank::kernels {
 
-extern const EmbeddingBagKernels kEmbeddingBagRef;
-#if MTRANK_HAVE_AVX2
-extern const EmbeddingBagKernels kEmbeddingBagAvx2;
-#endif
-#if MTRANK_HAVE_AVX512
-extern const EmbeddingBagKernels kEmbeddingBagAvx512;
-#endif
+extern const EmbeddingBagKernels kEmbeddingBagRef, kEmbeddingBagAvx2, kEmbeddingBagAvx512;
 
 const EmbeddingBagKernels& embedding_bag_kernels(Isa isa) {
-#if MTRANK_HAVE_AVX512
-  if (isa >= Isa::avx512 && detected_isa() >= Isa::avx512) return kEmbeddingBagAvx512;
-#endif
-#if MTRANK_HAVE_AVX2
-  if (isa >= Isa::avx2 && detected_isa() >= Isa::avx2) return kEmbeddingBagAvx2;
-#endif
-  (void)isa;
-  return kEmbeddingBagRef;
+  return pick_table(isa, kEmbeddingBagRef, MTRANK_AVX2_TABLE(kEmbeddingBagAvx2), MTRANK_AVX512_TABLE(kEmbeddingBagAvx512));
 }
 
 const EmbeddingBagKernels& embedding_bag_kernels() {

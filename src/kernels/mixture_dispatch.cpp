@@ -3,23 +3,10 @@
 
 namespace mtrank::kernels {
 
-extern const MixtureKernels kMixtureRef;
-#if MTRANK_HAVE_AVX2
-extern const MixtureKernels kMixtureAvx2;
-#endif
-#if MTRANK_HAVE_AVX512
-extern const MixtureKernels kMixtureAvx512;
-#endif
+extern const MixtureKernels kMixtureRef, kMixtureAvx2, kMixtureAvx512;
 
 const MixtureKernels& mixture_kernels(Isa isa) {
-#if MTRANK_HAVE_AVX512
-  if (isa >= Isa::avx512 && detected_isa() >= Isa::avx512) return kMixtureAvx512;
-#endif
-#if MTRANK_HAVE_AVX2
-  if (isa >= Isa::avx2 && detected_isa() >= Isa::avx2) return kMixtureAvx2;
-#endif
-  (void)isa;
-  return kMixtureRef;
+  return pick_table(isa, kMixtureRef, MTRANK_AVX2_TABLE(kMixtureAvx2), MTRANK_AVX512_TABLE(kMixtureAvx512));
 }
 
 const MixtureKernels& mixture_kernels() {

@@ -3,23 +3,10 @@
 
 namespace mtrank::kernels {
 
-extern const OptimizerRowKernels kOptimizerRowsRef;
-#if MTRANK_HAVE_AVX2
-extern const OptimizerRowKernels kOptimizerRowsAvx2;
-#endif
-#if MTRANK_HAVE_AVX512
-extern const OptimizerRowKernels kOptimizerRowsAvx512;
-#endif
+extern const OptimizerRowKernels kOptimizerRowsRef, kOptimizerRowsAvx2, kOptimizerRowsAvx512;
 
 const OptimizerRowKernels& optimizer_row_kernels(Isa isa) {
-#if MTRANK_HAVE_AVX512
-  if (isa >= Isa::avx512 && detected_isa() >= Isa::avx512) return kOptimizerRowsAvx512;
-#endif
-#if MTRANK_HAVE_AVX2
-  if (isa >= Isa::avx2 && detected_isa() >= Isa::avx2) return kOptimizerRowsAvx2;
-#endif
-  (void)isa;
-  return kOptimizerRowsRef;
+  return pick_table(isa, kOptimizerRowsRef, MTRANK_AVX2_TABLE(kOptimizerRowsAvx2), MTRANK_AVX512_TABLE(kOptimizerRowsAvx512));
 }
 
 const OptimizerRowKernels& optimizer_row_kernels() {

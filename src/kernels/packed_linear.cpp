@@ -21,13 +21,7 @@
 
 namespace mtrank::kernels {
 
-extern const PackedLinearKernels kPackedLinearRef;
-#if MTRANK_HAVE_AVX2
-extern const PackedLinearKernels kPackedLinearAvx2;
-#endif
-#if MTRANK_HAVE_AVX512
-extern const PackedLinearKernels kPackedLinearAvx512;
-#endif
+extern const PackedLinearKernels kPackedLinearRef, kPackedLinearAvx2, kPackedLinearAvx512;
 
 const char* weight_format_name(WeightFormat f) {
   switch (f) {
@@ -39,14 +33,7 @@ const char* weight_format_name(WeightFormat f) {
 }
 
 const PackedLinearKernels& packed_linear_kernels(Isa isa) {
-#if MTRANK_HAVE_AVX512
-  if (isa >= Isa::avx512 && detected_isa() >= Isa::avx512) return kPackedLinearAvx512;
-#endif
-#if MTRANK_HAVE_AVX2
-  if (isa >= Isa::avx2 && detected_isa() >= Isa::avx2) return kPackedLinearAvx2;
-#endif
-  (void)isa;
-  return kPackedLinearRef;
+  return pick_table(isa, kPackedLinearRef, MTRANK_AVX2_TABLE(kPackedLinearAvx2), MTRANK_AVX512_TABLE(kPackedLinearAvx512));
 }
 
 const PackedLinearKernels& packed_linear_kernels() {

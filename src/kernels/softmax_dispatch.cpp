@@ -3,23 +3,10 @@
 
 namespace mtrank::kernels {
 
-extern const SoftmaxKernels kSoftmaxRef;
-#if MTRANK_HAVE_AVX2
-extern const SoftmaxKernels kSoftmaxAvx2;
-#endif
-#if MTRANK_HAVE_AVX512
-extern const SoftmaxKernels kSoftmaxAvx512;
-#endif
+extern const SoftmaxKernels kSoftmaxRef, kSoftmaxAvx2, kSoftmaxAvx512;
 
 const SoftmaxKernels& softmax_kernels(Isa isa) {
-#if MTRANK_HAVE_AVX512
-  if (isa >= Isa::avx512 && detected_isa() >= Isa::avx512) return kSoftmaxAvx512;
-#endif
-#if MTRANK_HAVE_AVX2
-  if (isa >= Isa::avx2 && detected_isa() >= Isa::avx2) return kSoftmaxAvx2;
-#endif
-  (void)isa;
-  return kSoftmaxRef;
+  return pick_table(isa, kSoftmaxRef, MTRANK_AVX2_TABLE(kSoftmaxAvx2), MTRANK_AVX512_TABLE(kSoftmaxAvx512));
 }
 
 const SoftmaxKernels& softmax_kernels() {
