@@ -101,8 +101,8 @@ void bf16_packed_block(const PackedBlockArgs& a) {
   const Index kc = (KP + kblocks - 1) / kblocks;
   for (Index k0 = 0; k0 < KP; k0 += kc) {
     const Index kn = KP - k0 < kc ? KP - k0 : kc;
-    for (Index p = a.p0; p < a.p1; p += np_max) {
-      const Index np = a.p1 - p < np_max ? a.p1 - p : np_max;
+    for (Index p = a.p0, np = 0; p < a.p1; p += np) {
+      np = next_panels(a.p1 - p, np_max);
       const Index col = p * 16;
       for (Index m0 = 0; m0 < a.M; m0 += kMaxRows) {
         const int mr = int(a.M - m0 < kMaxRows ? a.M - m0 : kMaxRows);
