@@ -223,10 +223,9 @@ std::atomic<bool> g_packed_inference{true};
 std::atomic<bool> g_int8_inference{false};
 }  // namespace
 
-void set_int8_inference(bool on) {
-  if (on != g_int8_inference.load()) invalidate_packed_weights();  // drop the copies of the other format
-  g_int8_inference.store(on);
-}
+// No invalidation: a PackedWeightCache keeps one copy per format, so switching formats while
+// serving passes run leaves the copy those passes hold alive (only weight changes drop copies).
+void set_int8_inference(bool on) { g_int8_inference.store(on); }
 bool int8_inference() { return g_int8_inference.load(std::memory_order_relaxed); }
 
 void set_inference_weights(std::string_view format) {

@@ -23,7 +23,7 @@ bool bf16_available() { return cpu_features().avx512_bf16 && active_isa() >= Isa
 void set_bf16_inference(bool on) {
   if (on) {
     require(bf16_available(), "set_bf16_inference: this CPU lacks AVX512_BF16 (or MTRANK_ISA caps below avx512)");
-    invalidate_bf16_weights();
+    g_epoch.fetch_add(1);  // oneDNN copies only: packed copies are per format and stay valid
   }
   g_bf16.store(on);
 }

@@ -1,7 +1,9 @@
 // Serving passes (Context::serving()) of float layers run on packed weight copies: they agree with
 // plain inference, and never serve stale weights after an optimiser step, a parameter load or an
 // explicit invalidation.
+#include <atomic>
 #include <cmath>
+#include <thread>
 
 #include "mtrank/io/safetensors.hpp"
 #include "mtrank/kernels/bf16.hpp"
@@ -110,4 +112,29 @@ TEST_CASE("bf16 inference uses bf16 weights for small batches only", "[nn][packe
   }
   CHECK(err2 > 0);  // bf16 really ran
   CHECK(std::sqrt(err2 / ref2) <= 2e-2);
+}
+
+TEST_CASE("Switching the serving weight format while serving passes run is safe", "[nn][packed]") {
+  ParameterArena arena(14);
+  nn::Mlp<float> mlp(arena, "mlp", {.in = 64, .layers = {96, 1}, .activation = nn::ActivationKind::relu});
+  const Tensor x = random_input(3, 64, 4);
+  nn::Mlp<float>::Workspace ref_ws;
+  const ConstMat plain = mlp.forward(x.matrix(), ref_ws, Context::inference());
+  const std::vector<float> want = {plain(0, 0), plain(1, 0), plain(2, 0)};
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::thread server([&] {
+    nn::Mlp<float>::Workspace ws;
+    while (!stop.load()) {
+      const ConstMat y = mlp.forward(x.matrix(), ws, Context::serving());
+      for (Index r = 0; r < 3; ++r)  // f32 or int8 weights: within int8's error of the f32 result
+        if (!(std::abs(y(r, 0) - want[static_cast<std::size_t>(r)]) <= 0.05 * (1.0 + std::abs(want[static_cast<std::size_t>(r)])))) bad.fetch_add(1);
+    }
+  });
+  for (int i = 0; i < 200; ++i) kernels::set_inference_weights(i % 2 ? "int8" : "f32");
+  stop.store(true);
+  server.join();
+  kernels::set_inference_weights("f32");
+  CHECK(bad.load() == 0);
+  CHECK_THROWS_WITH(kernels::set_inference_weights("fp16"), Catch::Contains("expected \"f32\", \"bf16\" or \"int8\""));
 }

@@ -142,6 +142,9 @@ bool packed_inference();
 /// f32, batch 8 33.7k against 45.2k (bench_models --mode infer_bf16 / infer).
 inline constexpr Index kBf16MaxRows = 4;
 /// Serving passes use int8 weights for every batch size (default off; takes precedence over bf16).
+/// Switching formats (this, set_bf16_inference, set_inference_weights) is safe while serving
+/// passes run: each Linear keeps one packed copy per format, and only a weight change (the
+/// packing epoch) drops copies. That is why weight changes must not race with serving passes.
 void set_int8_inference(bool on);
 bool int8_inference();
 /// Both switches above from one name, as tools take it on their command line: "f32" (both off),
