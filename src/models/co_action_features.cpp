@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mtrank/io/json_util.hpp"
+#include "mtrank/nn/embedding.hpp"
 
 namespace mtrank::models {
 
@@ -65,9 +66,7 @@ CoActionFeatures<T>::CoActionFeatures(ParameterArenaT<T>& arena, std::string_vie
 
 namespace {
 Index row_for(std::int64_t id, Index vocab, bool hash, const std::string& name) {
-  if (hash) return data::hash_id(id, vocab);
-  if (id < 0 || id >= vocab) fail("co_action: '", name, "': id ", id, " out of range [0, ", vocab, ")");
-  return static_cast<Index>(id);
+  return nn::map_embedding_id(id, vocab, hash, name, "co_action input");
 }
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "mtrank/kernels/embedding_bag.hpp"
+#include "mtrank/nn/embedding.hpp"
 
 namespace mtrank::models {
 
@@ -92,17 +93,12 @@ void bag_backward(Index batch, Index dim, const T* dout, Index ld, const Index* 
 template <class T>
 Index FeatureEmbedder<T>::row_of(std::size_t field, std::int64_t id) const {
   const auto& f = schema_.sparse[field];
-  if (f.hash) return data::hash_id(id, f.vocab);
-  if (id < 0 || id >= f.vocab) fail("embedding '", f.name, "': id ", id, " out of range [0, ", f.vocab, ")");
-  return id;
+  return nn::map_embedding_id(id, f.vocab, f.hash, f.name);
 }
 
 template <class T>
 Index FeatureEmbedder<T>::sequence_row_of(std::size_t j, std::int64_t id) const {
-  if (seq_hash_[j]) return data::hash_id(id, seq_vocab_[j]);
-  if (id < 0 || id >= seq_vocab_[j])
-    fail("sequence '", schema_.sequences[j].name, "': id ", id, " out of range [0, ", seq_vocab_[j], ")");
-  return id;
+  return nn::map_embedding_id(id, seq_vocab_[j], seq_hash_[j], schema_.sequences[j].name, "sequence");
 }
 
 template <class T>
@@ -155,10 +151,7 @@ void FeatureEmbedder<T>::forward_fields(const data::Batch& batch, const FieldSel
         fail("sequence '", spec.name, "': offsets [", a, ", ", e, ") of sample ", b, " invalid for ", col.ids.size(), " ids");
       const std::int64_t start = std::max(a, e - spec.max_len);  // keep the most recent max_len
       for (std::int64_t j = start; j < e; ++j) {
-        const std::int64_t id = col.ids[static_cast<std::size_t>(j)];
-        if (seq_hash_[q]) rows.push_back(data::hash_id(id, seq_vocab_[q]));
-        else if (id < 0 || id >= seq_vocab_[q]) fail("sequence '", spec.name, "': id ", id, " out of range [0, ", seq_vocab_[q], ")");
-        else rows.push_back(id);
+        rows.push_back(sequence_row_of(q, col.ids[static_cast<std::size_t>(j)]));
       }
       offs.push_back(static_cast<Index>(rows.size()));
     }

@@ -30,10 +30,12 @@ struct EmbeddingOptions {
 
 /// Maps raw ids to table rows (hash or range check); throws naming `name` on a bad id.
 /// Table row of one raw id: hashed into `rows`, or range-checked with an error naming the table.
-inline Index map_embedding_id(std::int64_t id, Index rows, bool hash, std::string_view name) {
+/// The table row of a raw id: hashed into [0, rows) when `hash`, else checked against [0, rows).
+/// The error names the table: "<kind> '<name>': id <id> out of range [0, <rows>)".
+inline Index map_embedding_id(std::int64_t id, Index rows, bool hash, std::string_view name,
+                              std::string_view kind = "embedding") {
   if (hash) return data::hash_id(id, rows);
-  if (id < 0) fail("embedding '", name, "': id ", id, " < 0");
-  if (id >= rows) fail("embedding '", name, "': id ", id, " >= rows ", rows);
+  if (id < 0 || id >= rows) fail(kind, " '", name, "': id ", id, " out of range [0, ", rows, ")");
   return static_cast<Index>(id);
 }
 
