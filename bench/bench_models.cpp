@@ -33,7 +33,6 @@
 #include "model_cases.hpp"
 #include "mtrank/core/cpu.hpp"
 #include "mtrank/core/threading.hpp"
-#include "mtrank/kernels/bf16.hpp"
 #include "mtrank/kernels/packed_linear.hpp"
 
 using namespace mtrank;
@@ -67,13 +66,9 @@ bool is_inference(Mode m) { return m != Mode::train; }
 class WeightFormatScope {
  public:
   explicit WeightFormatScope(Mode m) {
-    if (m == Mode::infer_bf16) kernels::set_bf16_inference(true);
-    if (m == Mode::infer_int8) kernels::set_int8_inference(true);
+    kernels::set_inference_weights(m == Mode::infer_bf16 ? "bf16" : m == Mode::infer_int8 ? "int8" : "f32");
   }
-  ~WeightFormatScope() {
-    if (kernels::bf16_inference()) kernels::set_bf16_inference(false);
-    kernels::set_int8_inference(false);
-  }
+  ~WeightFormatScope() { kernels::set_inference_weights("f32"); }
   WeightFormatScope(const WeightFormatScope&) = delete;
   WeightFormatScope& operator=(const WeightFormatScope&) = delete;
 };

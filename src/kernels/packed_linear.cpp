@@ -5,8 +5,8 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -16,7 +16,6 @@
 #include "kernels/isa_tables.hpp"
 #include "mtrank/core/error.hpp"
 #include "mtrank/core/threading.hpp"
-#include "mtrank/kernels/activation.hpp"
 #include "mtrank/kernels/bf16.hpp"
 
 namespace mtrank::kernels {
@@ -115,18 +114,10 @@ PackedMatrix::PackedMatrix(const float* w, Index N, Index K, Index ldw, WeightFo
 
 namespace {
 
+// The activations the tiles do not apply in registers (all but ReLU), per row of the block.
 void apply_activation(FusedActivation act, float* y, Index ldy, Index rows, Index c0, Index c1) {
   if (act == FusedActivation::identity || act == FusedActivation::relu || c1 <= c0) return;
-  const ActivationKernels& k = activation_kernels();
-  for (Index r = 0; r < rows; ++r) {
-    float* v = y + r * ldy + c0;
-    switch (act) {
-      case FusedActivation::sigmoid: k.sigmoid_fwd(v, v, c1 - c0); break;
-      case FusedActivation::tanh: k.tanh_fwd(v, v, c1 - c0); break;
-      case FusedActivation::gelu_erf: k.gelu_fwd(v, v, c1 - c0); break;
-      default: break;
-    }
-  }
+  for (Index r = 0; r < rows; ++r) apply_fused_activation(act, y + r * ldy + c0, c1 - c0);
 }
 
 // Below this many multiply-adds one thread does the whole call (a fork/join costs a few us).

@@ -40,9 +40,16 @@ void check_args(const char* what, Index M, Index K, Index N, Index ldx, Index ld
 }
 
 // y = act(y + b) over one row of n values, in place (the row is in L1 right after the GEMM).
-void epilogue_row(float* y, const float* b, Index n, FusedActivation act, const ActivationKernels& k) {
+void epilogue_row(float* y, const float* b, Index n, FusedActivation act) {
   if (b)
     for (Index j = 0; j < n; ++j) y[j] += b[j];
+  apply_fused_activation(act, y, n);
+}
+
+}  // namespace
+
+void apply_fused_activation(FusedActivation act, float* y, Index n) {
+  const ActivationKernels& k = activation_kernels();
   switch (act) {
     case FusedActivation::identity: return;
     case FusedActivation::relu: k.relu_fwd(y, y, n); return;
@@ -51,8 +58,6 @@ void epilogue_row(float* y, const float* b, Index n, FusedActivation act, const 
     case FusedActivation::gelu_erf: k.gelu_fwd(y, y, n); return;
   }
 }
-
-}  // namespace
 
 LinearImpl choose_linear_impl(Index M, Index K, Index N) {
   // Measured with bench/bench_linear.cpp (docs/onednn.md, "decision table"): the oneDNN matmul
@@ -79,8 +84,7 @@ void f32_linear_fused(Index M, Index K, Index N, const float* x, Index ldx, cons
     return;
   }
   gemm(false, true, M, N, K, 1.f, x, ldx, w, K, 0.f, y, ldy);
-  const ActivationKernels& k = activation_kernels();
-  for (Index r = 0; r < M; ++r) epilogue_row(y + r * ldy, b, N, act, k);
+  for (Index r = 0; r < M; ++r) epilogue_row(y + r * ldy, b, N, act);
 }
 
 void f32_linear_fused_ref(Index M, Index K, Index N, const float* x, Index ldx, const float* w, const float* b,

@@ -106,6 +106,27 @@ inline T power(T v, Index e) {
   for (Index i = 0; i < e; ++i) r *= v;
   return r;
 }
+/// One sample's micro-MLP on input hin [a.in] with parameters P: every layer's output, in
+/// order, into acts [act_width] (layer l: Linear(P) then the activation unless it is the
+/// last layer and !activate_last).
+template <class T>
+inline void micro_mlp_forward(const CoActionArgs& a, const T* P, const T* hin, T* acts) {
+  const T* h = hin;
+  Index w = a.in, off = 0, ao = 0;
+  for (Index l = 0; l < a.n_layers; ++l) {
+    const Index o = a.widths[l];
+    T* out = acts + ao;
+    for (Index j = 0; j < o; ++j) out[j] = a.bias ? P[off + w * o + j] : T(0);
+    for (Index i = 0; i < w; ++i)
+      for (Index j = 0; j < o; ++j) out[j] += h[i] * P[off + i * o + j];
+    if (a.activate_last || l + 1 < a.n_layers)
+      for (Index j = 0; j < o; ++j) out[j] = act(a.activation, out[j]);
+    off += w * o + (a.bias ? o : 0);
+    h = out;
+    ao += o;
+    w = o;
+  }
+}
 }  // namespace co_action_detail
 
 /// scratch layout (ref): hin [d], dhin [d], acts [act_width], g [act_width].
@@ -126,21 +147,7 @@ void co_action_forward_ref(const CoActionArgs& a, const T* p, const T* x, const 
       for (Index c = 0; c < C; ++c) {
         for (Index i = 0; i < d; ++i) hin[i] = power(xr[i], c + 1);
         const T* P = p + b * ldp + (a.order_independent ? c * s.block : 0);
-        const T* h = hin;
-        Index w = d, off = 0, ao = 0;
-        for (Index l = 0; l < nl; ++l) {
-          const Index o = a.widths[l];
-          T* out = acts + ao;
-          for (Index j = 0; j < o; ++j) out[j] = a.bias ? P[off + w * o + j] : T(0);
-          for (Index i = 0; i < w; ++i)
-            for (Index j = 0; j < o; ++j) out[j] += h[i] * P[off + i * o + j];
-          if (a.activate_last || l + 1 < nl)
-            for (Index j = 0; j < o; ++j) out[j] = act(a.activation, out[j]);
-          off += w * o + (a.bias ? o : 0);
-          h = out;
-          ao += o;
-          w = o;
-        }
+        micro_mlp_forward(a, P, hin, acts);
         T* yc = yb + (a.sum_orders ? 0 : c * s.per_order);
         const T* src = a.concat_layers ? acts : acts + (s.act_width - a.widths[nl - 1]);
         for (Index j = 0; j < s.per_order; ++j) yc[j] += src[j];
@@ -175,23 +182,7 @@ void co_action_backward_ref(const CoActionArgs& a, const T* p, const T* x, const
         T* dP = dpb + (a.order_independent ? c * s.block : 0);
         for (Index i = 0; i < d; ++i) hin[i] = power(xr[i], c + 1);
         // Forward again (acts), then the gradient arriving from y at each layer output.
-        {
-          const T* h = hin;
-          Index w = d, off = 0, ao = 0;
-          for (Index l = 0; l < nl; ++l) {
-            const Index o = a.widths[l];
-            T* out = acts + ao;
-            for (Index j = 0; j < o; ++j) out[j] = a.bias ? P[off + w * o + j] : T(0);
-            for (Index i = 0; i < w; ++i)
-              for (Index j = 0; j < o; ++j) out[j] += h[i] * P[off + i * o + j];
-            if (a.activate_last || l + 1 < nl)
-              for (Index j = 0; j < o; ++j) out[j] = act(a.activation, out[j]);
-            off += w * o + (a.bias ? o : 0);
-            h = out;
-            ao += o;
-            w = o;
-          }
-        }
+        micro_mlp_forward(a, P, hin, acts);
         const T* dyc = dy + b * ldy + (a.sum_orders ? 0 : c * s.per_order);
         const Index last = s.act_width - a.widths[nl - 1];
         for (Index j = 0; j < s.act_width; ++j) g[j] = T(0);

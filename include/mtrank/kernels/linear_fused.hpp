@@ -31,6 +31,8 @@ enum class FusedActivation { identity, relu, sigmoid, tanh, gelu_erf };
 enum class LinearImpl { automatic, onednn_matmul, sgemm_epilogue };
 
 const char* fused_activation_name(FusedActivation act);
+/// y = act(y) in place over n values with the active activation kernels.
+void apply_fused_activation(FusedActivation act, float* y, Index n);
 const char* linear_impl_name(LinearImpl impl);
 
 void f32_linear_fused(Index M, Index K, Index N, const float* x, Index ldx, const float* w, const float* b,
