@@ -298,4 +298,28 @@ std::unique_ptr<Model> build_model(const json& config) {
   return it->second(config, m, c, p);
 }
 
+std::unique_ptr<Model> make_gradient_replica(const Model& model) {
+  struct SourceScope {
+    explicit SourceScope(const ParameterArena* s) : saved(detail::replica_value_source()) {
+      detail::replica_value_source() = s;
+    }
+    ~SourceScope() { detail::replica_value_source() = saved; }
+    const ParameterArena* saved;
+  };
+  std::unique_ptr<Model> replica;
+  try {
+    SourceScope scope(&model.arena());
+    replica = build_model(model.config());
+  } catch (const std::exception& e) {
+    fail("make_gradient_replica: cannot rebuild the model from its config: ", e.what());
+  }
+  // Every trainable parameter the model's forward/backward can touch must be shared; parameters
+  // added to the model's arena after it was built (a trainer's "uwl.*") need no replica.
+  const ParameterArena& a = replica->arena();
+  for (const auto& p : a.parameters())
+    if (p.trainable && p.value != model.arena().at_const(p.name).value)
+      fail("make_gradient_replica: parameter '", p.name, "' is not shared with the model");
+  return replica;
+}
+
 }  // namespace mtrank::models

@@ -104,6 +104,12 @@ void Optimizer::step(ParameterArena& arena) {
   ++step_;
   begin_step();
   std::vector<float*>& bufs = scratch_;
+  // Sparse tables are updated after the dense parameters, their touched rows split into chunks
+  // over the threads: rows are distinct, so the result does not depend on the split.
+  std::vector<RowChunk>& chunks = row_chunks_;
+  chunks.clear();
+  constexpr std::size_t kRowsPerChunk = 256;
+  std::size_t sparse_rows = 0;
   for (Parameter<float>& p : arena.parameters()) {
     if (!p.trainable) continue;
     bool created = false;
@@ -115,16 +121,39 @@ void Optimizer::step(ParameterArena& arena) {
       update_dense(p.value, bufs, p.grad, p.numel(), created);
       continue;
     }
-    const Index width = p.sparse_grad.width();
     const Index rows = p.shape[0];
     const auto& touched = p.sparse_grad.rows();
-    const float* gv = p.sparse_grad.values();
-    for (std::size_t t = 0; t < touched.size(); ++t) {
-      const Index r = touched[t];
+    for (const Index r : touched)
       if (r < 0 || r >= rows) fail(name(), ": parameter '", p.name, "': gradient row ", r, " outside [0, ", rows, ")");
-      for (std::size_t i = 0; i < bufs.size(); ++i) bufs[i] = s.buf[i].data() + r * width;
-      update(p.value + r * width, bufs.data(), gv + static_cast<Index>(t) * width, width, true, false);
+    for (std::size_t b = 0; b < touched.size(); b += kRowsPerChunk)
+      chunks.push_back({&p, static_cast<std::size_t>(&s - slots_.data()), b, std::min(touched.size(), b + kRowsPerChunk)});
+    sparse_rows += touched.size();
+  }
+  constexpr std::size_t kMaxBuffers = 8;
+  auto update_chunk = [this](const RowChunk& c) {
+    Parameter<float>& p = *c.param;
+    Slot& slot = slots_[c.slot];
+    const Index width = p.sparse_grad.width();
+    const auto& touched = p.sparse_grad.rows();
+    const float* gv = p.sparse_grad.values();
+    float* local[kMaxBuffers];
+    const std::size_t nb = slot.buf.size();
+    for (std::size_t t = c.begin; t < c.end; ++t) {
+      const Index r = touched[t];
+      for (std::size_t i = 0; i < nb; ++i) local[i] = slot.buf[i].data() + r * width;
+      update(p.value + r * width, local, gv + static_cast<Index>(t) * width, width, true, false);
     }
+  };
+  if (!chunks.empty()) require(slots_[chunks.front().slot].buf.size() <= kMaxBuffers, name(), ": more than ", kMaxBuffers,
+                               " state buffers per parameter");
+  const int threads = num_threads();
+  if (threads > 1 && !omp_in_parallel() && sparse_rows >= 2 * kRowsPerChunk) {
+    apply_thread_setting();
+    const auto n = static_cast<std::ptrdiff_t>(chunks.size());
+#pragma omp parallel for schedule(static)
+    for (std::ptrdiff_t c = 0; c < n; ++c) update_chunk(chunks[static_cast<std::size_t>(c)]);
+  } else {
+    for (const RowChunk& c : chunks) update_chunk(c);
   }
   kernels::invalidate_packed_weights();  // inference passes must not run on the old weights
 }

@@ -10,7 +10,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mtrank/core/threading.hpp"
 #include "mtrank/io/checkpoint.hpp"
+#include "mtrank/models/parallel_inference.hpp"
 
 namespace mtrank::train {
 
@@ -63,6 +65,8 @@ Trainer::Trainer(models::Model& model, Optimizer& optimizer, TrainerOptions opt)
     : model_(model), optimizer_(optimizer), opt_(std::move(opt)) {
   require(opt_.batch_size > 0, "trainer.batch_size: expected > 0, got ", opt_.batch_size);
   require(opt_.epochs >= 0, "trainer.epochs: expected >= 0, got ", opt_.epochs);
+  require(opt_.data_parallel_min_rows >= 0, "trainer.data_parallel_min_rows: expected >= 0, got ",
+          opt_.data_parallel_min_rows);
   require(opt_.monitor == "auc" || opt_.monitor == "loss", "trainer.monitor: expected \"auc\" or \"loss\", got \"",
           opt_.monitor, "\"");
   if (opt_.tasks.empty()) opt_.tasks = default_task_losses(model.schema());
@@ -87,8 +91,19 @@ Trainer::Trainer(models::Model& model, Optimizer& optimizer, TrainerOptions opt)
 
 double Trainer::train_step(const data::Batch& batch) {
   auto& arena = model_.arena();
-  arena.zero_grad();
   Rng step_rng = Rng(opt_.seed ^ kStepSalt).fork(static_cast<std::uint64_t>(global_step_));
+  const bool pcgrad_step = opt_.pcgrad && model_.num_tasks() > 1 && !shared_.empty();
+  const int slices = opt_.data_parallel_min_rows > 0 && !pcgrad_step
+                         ? models::row_slice_count(batch.size, num_threads(), opt_.data_parallel_min_rows)
+                         : 1;
+  last_slices_ = slices;
+  if (slices > 1) {
+    const double total = data_parallel_step(batch, slices, step_rng);
+    optimizer_.step(arena);
+    ++global_step_;
+    return total;
+  }
+  arena.zero_grad();
   const Context ctx = Context::train(step_rng);
   ConstMat out = model_.forward(batch, *ws_, ctx);
   Mat g = ensure(grad_, out.rows, out.cols);
@@ -100,7 +115,7 @@ double Trainer::train_step(const data::Batch& batch) {
     scale_task_gradients<float>(g, scale);
   }
   if (opt_.penalty_weight != 0) total += model_.penalty(opt_.penalty_weight);
-  if (opt_.pcgrad && model_.num_tasks() > 1 && !shared_.empty()) {
+  if (pcgrad_step) {
     pcgrad_backward(g);
   } else {
     model_.backward(g, *ws_);
@@ -108,6 +123,115 @@ double Trainer::train_step(const data::Batch& batch) {
   optimizer_.step(arena);
   ++global_step_;
   return total;
+}
+
+void Trainer::ensure_replicas(int slices) {
+  while (static_cast<int>(replicas_.size()) < slices - 1) {
+    replicas_.push_back(models::make_gradient_replica(model_));
+    ws_dp_.push_back(replicas_.back()->make_workspace());
+  }
+  if (static_cast<int>(slice_batch_.size()) < slices) slice_batch_.resize(static_cast<std::size_t>(slices));
+}
+
+double Trainer::data_parallel_step(const data::Batch& batch, int slices, const Rng& step_rng) {
+  ensure_replicas(slices);
+  const Index B = batch.size;
+  auto slice_model = [&](int s) -> models::Model& { return s == 0 ? model_ : *replicas_[static_cast<std::size_t>(s - 1)]; };
+  auto slice_ws = [&](int s) -> models::Model::Workspace& { return s == 0 ? *ws_ : *ws_dp_[static_cast<std::size_t>(s - 1)]; };
+  // Buffers follow the model (slice 0); copied before the slices run, as slice 0 updates them.
+  for (int s = 1; s < slices; ++s) slice_model(s).arena().copy_buffers_from(model_.arena());
+  slice_rng_.clear();
+  for (int s = 0; s < slices; ++s) slice_rng_.push_back(step_rng.fork(static_cast<std::uint64_t>(s)));
+  slice_out_.assign(static_cast<std::size_t>(slices), ConstMat{});
+  models::for_each_row_slice(B, slices, [&](int s, Index begin, Index end) {
+    models::Model& m = slice_model(s);
+    m.arena().zero_grad();
+    data::Batch& part = slice_batch_[static_cast<std::size_t>(s)];
+    data::slice_batch(batch, begin, end, part);
+    slice_out_[static_cast<std::size_t>(s)] =
+        m.forward(part, slice_ws(s), Context::train(slice_rng_[static_cast<std::size_t>(s)]));
+  });
+
+  // The loss over the whole batch: normalisers (rows, masked labels) and UWL see every row.
+  const Index K = slice_out_[0].cols;
+  Mat y = ensure(out_, B, K);
+  for (int s = 0; s < slices; ++s) {
+    const ConstMat& part = slice_out_[static_cast<std::size_t>(s)];
+    const Index r0 = models::slice_begin(B, slices, s), rows = models::slice_begin(B, slices, s + 1) - r0;
+    require(part.rows == rows && part.cols == K, "trainer: slice ", s, " returned [", part.rows, ", ", part.cols,
+            "], expected [", rows, ", ", K, "]");
+    for (Index r = 0; r < rows; ++r) std::copy(part.row(r), part.row(r) + K, y.row(r0 + r));
+  }
+  Mat g = ensure(grad_, B, K);
+  LossResult r = loss_.compute(y, batch.labels.matrix(), batch.label_mask.matrix(), g);
+  double total = r.total;
+  if (uwl_) {
+    std::vector<double> scale(static_cast<std::size_t>(model_.num_tasks()));
+    total = uwl_->combine(r.task_loss, scale, r.task_count);
+    scale_task_gradients<float>(g, scale);
+  }
+  if (opt_.penalty_weight != 0) total += model_.penalty(opt_.penalty_weight);
+
+  const ConstMat gc = g;
+  models::for_each_row_slice(B, slices, [&](int s, Index begin, Index end) {
+    slice_model(s).backward(gc.row_block(begin, end - begin), slice_ws(s));
+  });
+  reduce_replica_gradients(slices);
+  return total;
+}
+
+void Trainer::reduce_replica_gradients(int slices) {
+  // Dense gradients: the model's gradient plus each replica's, in slice order, split into
+  // fixed chunks over the threads (the sum per element does not depend on the split).
+  struct Chunk {
+    std::size_t param;
+    Index begin, end;
+  };
+  auto& params = model_.arena().parameters();
+  std::vector<Chunk> chunks;
+  std::vector<std::size_t> sparse;
+  constexpr Index kChunk = 16384;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto& p = params[i];
+    if (!p.trainable) continue;
+    if (p.sparse) sparse.push_back(i);
+    else
+      for (Index b = 0; b < p.numel(); b += kChunk) chunks.push_back({i, b, std::min(p.numel(), b + kChunk)});
+  }
+  std::vector<std::vector<const Parameter<float>*>> sources(params.size());
+  for (int s = 1; s < slices; ++s) {
+    const ParameterArena& a = replicas_[static_cast<std::size_t>(s - 1)]->arena();
+    for (std::size_t i = 0; i < params.size(); ++i)
+      if (params[i].trainable) sources[i].push_back(a.find(params[i].name));
+  }
+  apply_thread_setting();
+  const auto n_chunks = static_cast<std::ptrdiff_t>(chunks.size());
+#pragma omp parallel for schedule(static)
+  for (std::ptrdiff_t c = 0; c < n_chunks; ++c) {
+    const Chunk& ch = chunks[static_cast<std::size_t>(c)];
+    float* dst = params[ch.param].grad;
+    for (const Parameter<float>* src : sources[ch.param]) {
+      if (!src) continue;  // added to the model after it was built (not in the replica)
+      const float* g = src->grad;
+      for (Index i = ch.begin; i < ch.end; ++i) dst[i] += g[i];
+    }
+  }
+  // Sparse-row gradients: one table per task; rows merged in slice order, then first-touch order.
+  const auto n_sparse = static_cast<std::ptrdiff_t>(sparse.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::ptrdiff_t t = 0; t < n_sparse; ++t) {
+    auto& dst = params[sparse[static_cast<std::size_t>(t)]];
+    const Index w = dst.sparse_grad.width();
+    for (const Parameter<float>* src : sources[sparse[static_cast<std::size_t>(t)]]) {
+      if (!src) continue;
+      const auto& rows = src->sparse_grad.rows();
+      const float* v = src->sparse_grad.values();
+      for (std::size_t k = 0; k < rows.size(); ++k) {
+        float* d = dst.sparse_grad.row(rows[k]);
+        for (Index j = 0; j < w; ++j) d[j] += v[static_cast<Index>(k) * w + j];
+      }
+    }
+  }
 }
 
 void Trainer::pcgrad_backward(ConstMat g) {

@@ -396,3 +396,39 @@ TEST_CASE("Dense updates split over threads are bit-identical to one thread") {
     REQUIRE(std::memcmp(results[0].data(), results[2].data(), results[0].size() * sizeof(float)) == 0);
   }
 }
+
+TEST_CASE("Sparse row updates split over threads are bit-identical to one thread") {
+  for (const char* type : {"sgd", "adam", "adagrad", "ftrl"}) {
+    INFO(type);
+    std::vector<std::vector<float>> results;
+    for (int threads : {1, 2, 3}) {
+      mtrank::set_num_threads(threads);
+      ParameterArena arena(5);
+      // Two tables, 1500 + 700 touched rows: several 256-row chunks, one partial.
+      auto& a = arena.add("a", Shape{5000, 16}, {.init = Init::normal(0.0, 1.0), .sparse = true});
+      auto& b = arena.add("b", Shape{900, 8}, {.init = Init::normal(0.0, 1.0), .sparse = true});
+      nlohmann::json cfg{{"type", type}};
+      if (std::string(type) == "ftrl") cfg["alpha"] = 0.1;
+      else cfg["lr"] = 0.01;
+      auto opt = train::make_optimizer(cfg, "optimizer");
+      for (int step = 0; step < 3; ++step) {
+        arena.zero_grad();
+        for (Index k = 0; k < 1500; ++k) {
+          float* g = a.sparse_grad.row((k * 7 + step * 13) % 5000);
+          for (int j = 0; j < 16; ++j) g[j] = std::sin(float(k * 16 + j) * 0.37f + float(step));
+        }
+        for (Index k = 0; k < 700; ++k) {
+          float* g = b.sparse_grad.row((k * 11 + step) % 900);
+          for (int j = 0; j < 8; ++j) g[j] = std::cos(float(k * 8 + j) * 0.21f + float(step));
+        }
+        opt->step(arena);
+      }
+      std::vector<float> v(a.value, a.value + a.numel());
+      v.insert(v.end(), b.value, b.value + b.numel());
+      results.push_back(std::move(v));
+    }
+    mtrank::set_num_threads(1);
+    REQUIRE(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(results[0].data(), results[2].data(), results[0].size() * sizeof(float)) == 0);
+  }
+}

@@ -91,6 +91,26 @@ class ParameterArenaT {
   ParameterArenaT(const ParameterArenaT&) = delete;
   ParameterArenaT& operator=(const ParameterArenaT&) = delete;
 
+  /// Makes this (still empty) arena a gradient replica of `source`: every later add() takes the
+  /// trainable values of the same-named parameter of `source` (same shape and kind, no copy, no
+  /// initialisation) and allocates its own gradient. Buffers (non-trainable) get a private copy,
+  /// refreshed by copy_buffers_from(). Data-parallel training runs one replica per thread.
+  void share_values_from(const ParameterArenaT& source) {
+    require(params_.empty(), "parameter arena: share_values_from() must come before the first add()");
+    require(&source != this, "parameter arena: cannot share values with itself");
+    source_ = &source;
+  }
+  /// The arena whose values this one shares (nullptr for an ordinary arena).
+  const ParameterArenaT* value_source() const { return source_; }
+  /// Copies every buffer (non-trainable parameter) value from the same-named one in `source`.
+  void copy_buffers_from(const ParameterArenaT& source) {
+    for (auto& p : params_) {
+      if (p.trainable) continue;
+      const Parameter<T>& s = source.at_const(p.name);
+      std::memcpy(p.value, s.value, sizeof(T) * static_cast<std::size_t>(p.numel()));
+    }
+  }
+
   /// Adds a named tensor, initialised from the arena's RNG (deterministic given the seed and
   /// the order of add() calls). Names must be unique.
   Parameter<T>& add(std::string name, Shape shape, ParameterSpec spec = {}) {
@@ -101,8 +121,23 @@ class ParameterArenaT {
     p.shape = shape;
     p.trainable = spec.trainable;
     p.sparse = spec.sparse && spec.trainable;
-    p.value = allocate(shape.numel());
-    initialize(p.value, shape.numel(), spec.init, rng_);
+    if (source_) {
+      const Parameter<T>* src = source_->find(p.name);
+      if (!src) fail("parameter arena: replica parameter '", p.name, "' has no counterpart in the source arena");
+      require(src->shape == shape, "parameter arena: replica parameter '", p.name, "' has shape ", shape.str(),
+              ", the source has ", src->shape.str());
+      require(src->trainable == p.trainable && src->sparse == p.sparse, "parameter arena: replica parameter '",
+              p.name, "' differs from the source in kind (trainable/sparse)");
+      if (p.trainable) {
+        p.value = src->value;
+      } else {
+        p.value = allocate(shape.numel());
+        std::memcpy(p.value, src->value, sizeof(T) * static_cast<std::size_t>(shape.numel()));
+      }
+    } else {
+      p.value = allocate(shape.numel());
+      initialize(p.value, shape.numel(), spec.init, rng_);
+    }
     if (p.trainable && !p.sparse) {
       p.grad = allocate(shape.numel());
       std::memset(p.grad, 0, sizeof(T) * static_cast<std::size_t>(shape.numel()));
@@ -124,6 +159,11 @@ class ParameterArenaT {
   }
   Parameter<T>& at(std::string_view name) {
     Parameter<T>* p = find(name);
+    if (!p) fail("parameter arena: no parameter named '", name, "'");
+    return *p;
+  }
+  const Parameter<T>& at_const(std::string_view name) const {
+    const Parameter<T>* p = find(name);
     if (!p) fail("parameter arena: no parameter named '", name, "'");
     return *p;
   }
@@ -160,6 +200,7 @@ class ParameterArenaT {
   std::deque<TensorT<T>> chunks_;
   Index chunk_used_ = 0;
   Rng rng_;
+  const ParameterArenaT* source_ = nullptr;
 };
 
 using ParameterArena = ParameterArenaT<float>;

@@ -15,6 +15,15 @@
 
 namespace mtrank::models {
 
+namespace detail {
+/// While set on the calling thread, every Model constructed makes its arena a gradient replica
+/// of this arena (ParameterArena::share_values_from). Set only by make_gradient_replica().
+inline const ParameterArena*& replica_value_source() {
+  thread_local const ParameterArena* source = nullptr;
+  return source;
+}
+}  // namespace detail
+
 class Model {
  public:
   /// Per-thread state for forward/backward; create one per thread with make_workspace().
@@ -23,7 +32,9 @@ class Model {
   };
 
   explicit Model(nlohmann::json config, data::FeatureSchema schema, std::uint64_t seed)
-      : config_(std::move(config)), schema_(std::move(schema)), arena_(seed) {}
+      : config_(std::move(config)), schema_(std::move(schema)), arena_(seed) {
+    if (const ParameterArena* source = detail::replica_value_source()) arena_.share_values_from(*source);
+  }
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
   virtual ~Model() = default;
@@ -65,6 +76,12 @@ class Model {
 /// Builds any model the library knows from a JSON config {"schema": ..., "model": {"type": ...}, "seed": N}.
 /// Errors name the JSON path and the expectation.
 std::unique_ptr<Model> build_model(const nlohmann::json& config);
+
+/// A gradient replica of `model` for data-parallel training: the same model rebuilt from
+/// model.config(), whose trainable parameters share model's values (no copy) while its
+/// gradients (dense and sparse rows) and buffers are its own. It must not outlive `model`.
+/// Models that build_model() cannot rebuild from their config are rejected with the reason.
+std::unique_ptr<Model> make_gradient_replica(const Model& model);
 
 /// Registered model types, for help texts and error messages.
 std::vector<std::string> model_types();

@@ -168,6 +168,12 @@ class Optimizer {
   std::vector<Slot> slots_;
   std::unordered_map<std::string, std::size_t> index_;
   std::vector<float*> scratch_;  // buffer pointers for the current parameter (no per-step allocation)
+  struct RowChunk {  // touched rows [begin, end) of a sparse parameter, updated by one thread
+    Parameter<float>* param;
+    std::size_t slot;
+    std::size_t begin, end;
+  };
+  std::vector<RowChunk> row_chunks_;
 };
 
 class Sgd final : public Optimizer {

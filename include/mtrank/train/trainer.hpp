@@ -5,6 +5,15 @@
 // Determinism: the permutation of epoch e is drawn from Rng(seed).fork(e), and the RNG for
 // stochastic layers at global step t from Rng(seed ^ kStepSalt).fork(t). A run resumed from a
 // checkpoint written after step t therefore replays steps t+1, ... bit for bit (same thread count).
+//
+// Threads: with num_threads() > 1 a step is data-parallel (TrainerOptions::data_parallel_min_rows):
+// the batch is cut into one row slice per thread; slice 0 runs on the model, slice s > 0 on a
+// gradient replica that shares the model's weights (models::make_gradient_replica). The loss is
+// taken over the whole batch, so each slice's backward receives exactly its rows of the
+// full-batch output gradient; replica gradients are then added to the model's in slice order
+// and one optimiser step follows. The result equals the one-slice step up to float summation
+// order, and is bit-identical for the same thread count. Buffers (batch-norm and Dice running
+// statistics) follow slice 0, as in PyTorch's DistributedDataParallel.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -48,6 +57,10 @@ struct TrainerOptions {
   /// Weight of the model's regulariser (SNR's L0 penalty).
   double penalty_weight = 1e-4;
   Index eval_batch_size = 4096;
+  /// Data-parallel steps when num_threads() > 1: slices of at least this many rows, one per
+  /// thread (fewer slices for small batches; one slice = intra-op threads only). 0 = off.
+  /// PCGrad steps always run as one slice.
+  Index data_parallel_min_rows = 64;
   /// Stop an epoch after this many steps (0 = full epoch); for smoke tests and timing.
   Index max_steps_per_epoch = 0;
   /// JSON lines with one record per epoch (and per `log_every` steps when > 0); "" = none.
@@ -92,8 +105,13 @@ class Trainer {
   std::int64_t global_step() const { return global_step_; }
   const MultiTaskLoss<float>& loss() const { return loss_; }
   const TrainerOptions& options() const { return opt_; }
+  /// Row slices the last train_step ran (1: the whole batch on the model, intra-op threads).
+  int last_slices() const { return last_slices_; }
 
  private:
+  double data_parallel_step(const data::Batch& batch, int slices, const Rng& step_rng);
+  void ensure_replicas(int slices);
+  void reduce_replica_gradients(int slices);
   void pcgrad_backward(ConstMat g);
   void log_progress(Index done, Index total, double loss, double rows_per_s, bool final);
   void write_json_line(const nlohmann::json& record) const;
@@ -109,6 +127,14 @@ class Trainer {
   std::vector<float> pc_out_;
   PcGradWorkspace<float> pc_ws_;
   data::Batch batch_;
+  // Data-parallel state: replicas_[s - 1] and ws_dp_[s - 1] run slice s > 0.
+  std::vector<std::unique_ptr<models::Model>> replicas_;
+  std::vector<std::unique_ptr<models::Model::Workspace>> ws_dp_;
+  std::vector<data::Batch> slice_batch_;
+  std::vector<ConstMat> slice_out_;
+  std::vector<Rng> slice_rng_;
+  Tensor out_;
+  int last_slices_ = 1;
   Index epoch_ = 0;           // current epoch (0-based)
   Index step_in_epoch_ = 0;   // steps done in the current epoch
   std::int64_t global_step_ = 0;
