@@ -77,48 +77,31 @@ Optimizer::Slot& Optimizer::slot_for(const Parameter<float>& p, bool& created) {
 // elementwise and the row kernels are bit-identical to their reference on any sub-range, so the
 // result does not depend on the thread count). Training at batch 1024 with 2 threads spent ~12%
 // of the step here single-threaded.
-void Optimizer::update_dense(float* w, const std::vector<float*>& bufs, const float* g, Index n, bool fresh) {
-  constexpr Index kMinChunk = Index(1) << 15, kAlign = 64;
-  int threads = num_threads();
-  if (threads > 1 && (omp_in_parallel() || n < 2 * kMinChunk)) threads = 1;
-  if (threads == 1) {
-    update(w, bufs.data(), g, n, false, fresh);
-    return;
-  }
-  threads = static_cast<int>(std::min<Index>(threads, n / kMinChunk));
-  constexpr std::size_t kMaxBuffers = 8;
-  require(bufs.size() <= kMaxBuffers, name(), ": more than ", kMaxBuffers, " state buffers per parameter");
-  apply_thread_setting();
-#pragma omp parallel num_threads(threads)
-  {
-    const Index t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const Index lo = std::min(n, (n * t / nt) / kAlign * kAlign);
-    const Index hi = t + 1 == nt ? n : std::min(n, (n * (t + 1) / nt) / kAlign * kAlign);
-    float* local[kMaxBuffers];
-    for (std::size_t i = 0; i < bufs.size(); ++i) local[i] = bufs[i] + lo;
-    if (hi > lo) update(w + lo, local, g + lo, hi - lo, false, fresh);
-  }
-}
-
 void Optimizer::step(ParameterArena& arena) {
   ++step_;
   begin_step();
-  std::vector<float*>& bufs = scratch_;
-  // Sparse tables are updated after the dense parameters, their touched rows split into chunks
-  // over the threads: rows are distinct, so the result does not depend on the split.
-  std::vector<RowChunk>& chunks = row_chunks_;
-  chunks.clear();
+  // The step is a list of independent pieces of work: 64-aligned chunks of dense parameters and
+  // chunks of the touched rows of sparse ones (rows are distinct). The chunks do not depend on
+  // the thread count and update() is elementwise, so the result is bit-identical for any count;
+  // one parallel region with dynamic scheduling keeps both threads busy on models made of many
+  // small tensors, where a region per parameter would leave one thread waiting.
+  constexpr Index kDenseChunk = Index(1) << 15;  // elements
   constexpr std::size_t kRowsPerChunk = 256;
-  std::size_t sparse_rows = 0;
+  std::vector<WorkChunk>& work = work_;
+  work.clear();
+  double elements = 0;
   for (Parameter<float>& p : arena.parameters()) {
     if (!p.trainable) continue;
     bool created = false;
     Slot& s = slot_for(p, created);
-    bufs.resize(s.buf.size());
+    require(s.buf.size() <= kMaxBuffers, name(), ": more than ", kMaxBuffers, " state buffers per parameter");
+    const std::size_t slot = static_cast<std::size_t>(&s - slots_.data());
     if (!p.sparse) {
       require(p.grad != nullptr, name(), ": parameter '", p.name, "' has no gradient buffer");
-      for (std::size_t i = 0; i < bufs.size(); ++i) bufs[i] = s.buf[i].data();
-      update_dense(p.value, bufs, p.grad, p.numel(), created);
+      for (Index b = 0; b < p.numel(); b += kDenseChunk)
+        work.push_back({&p, slot, static_cast<std::size_t>(b), static_cast<std::size_t>(std::min(p.numel(), b + kDenseChunk)),
+                        created});
+      elements += double(p.numel());
       continue;
     }
     const Index rows = p.shape[0];
@@ -126,34 +109,37 @@ void Optimizer::step(ParameterArena& arena) {
     for (const Index r : touched)
       if (r < 0 || r >= rows) fail(name(), ": parameter '", p.name, "': gradient row ", r, " outside [0, ", rows, ")");
     for (std::size_t b = 0; b < touched.size(); b += kRowsPerChunk)
-      chunks.push_back({&p, static_cast<std::size_t>(&s - slots_.data()), b, std::min(touched.size(), b + kRowsPerChunk)});
-    sparse_rows += touched.size();
+      work.push_back({&p, slot, b, std::min(touched.size(), b + kRowsPerChunk), false});
+    elements += double(touched.size()) * double(p.sparse_grad.width());
   }
-  constexpr std::size_t kMaxBuffers = 8;
-  auto update_chunk = [this](const RowChunk& c) {
+  auto run = [this](const WorkChunk& c) {
     Parameter<float>& p = *c.param;
     Slot& slot = slots_[c.slot];
+    const std::size_t nb = slot.buf.size();
+    float* local[kMaxBuffers];
+    if (!p.sparse) {
+      const Index lo = static_cast<Index>(c.begin), n = static_cast<Index>(c.end - c.begin);
+      for (std::size_t i = 0; i < nb; ++i) local[i] = slot.buf[i].data() + lo;
+      update(p.value + lo, local, p.grad + lo, n, false, c.fresh);
+      return;
+    }
     const Index width = p.sparse_grad.width();
     const auto& touched = p.sparse_grad.rows();
     const float* gv = p.sparse_grad.values();
-    float* local[kMaxBuffers];
-    const std::size_t nb = slot.buf.size();
     for (std::size_t t = c.begin; t < c.end; ++t) {
       const Index r = touched[t];
       for (std::size_t i = 0; i < nb; ++i) local[i] = slot.buf[i].data() + r * width;
       update(p.value + r * width, local, gv + static_cast<Index>(t) * width, width, true, false);
     }
   };
-  if (!chunks.empty()) require(slots_[chunks.front().slot].buf.size() <= kMaxBuffers, name(), ": more than ", kMaxBuffers,
-                               " state buffers per parameter");
-  const int threads = num_threads();
-  if (threads > 1 && !omp_in_parallel() && sparse_rows >= 2 * kRowsPerChunk) {
+  // Below ~64k elements a parallel region costs more than it saves.
+  if (num_threads() > 1 && !omp_in_parallel() && work.size() > 1 && elements >= 65536.0) {
     apply_thread_setting();
-    const auto n = static_cast<std::ptrdiff_t>(chunks.size());
-#pragma omp parallel for schedule(static)
-    for (std::ptrdiff_t c = 0; c < n; ++c) update_chunk(chunks[static_cast<std::size_t>(c)]);
+    const auto n = static_cast<std::ptrdiff_t>(work.size());
+#pragma omp parallel for schedule(dynamic, 1)
+    for (std::ptrdiff_t c = 0; c < n; ++c) run(work[static_cast<std::size_t>(c)]);
   } else {
-    for (const RowChunk& c : chunks) update_chunk(c);
+    for (const WorkChunk& c : work) run(c);
   }
   kernels::invalidate_packed_weights();  // inference passes must not run on the old weights
 }

@@ -156,10 +156,10 @@ class Optimizer {
   /// Called once per step() after the step count was incremented.
   virtual void begin_step() {}
   /// Update `n` contiguous elements: the whole of a dense parameter (row = false, fresh when its
-  /// state was created in this step) or one touched row of a sparse one (row = true).
+  /// state was created in this step) or one touched row of a sparse one (row = true). Called
+  /// concurrently on disjoint pieces (64-aligned chunks of a dense parameter, distinct rows):
+  /// it must be elementwise and must not write members.
   virtual void update(float* w, float* const* buf, const float* g, Index n, bool row, bool fresh) = 0;
-  // update() over a dense parameter, split over num_threads() threads.
-  void update_dense(float* w, const std::vector<float*>& bufs, const float* g, Index n, bool fresh);
 
   std::int64_t step_ = 0;
 
@@ -167,13 +167,14 @@ class Optimizer {
   Slot& slot_for(const Parameter<float>& p, bool& created);
   std::vector<Slot> slots_;
   std::unordered_map<std::string, std::size_t> index_;
-  std::vector<float*> scratch_;  // buffer pointers for the current parameter (no per-step allocation)
-  struct RowChunk {  // touched rows [begin, end) of a sparse parameter, updated by one thread
+  static constexpr std::size_t kMaxBuffers = 8;
+  struct WorkChunk {  // elements [begin, end) of a dense parameter or touched rows [begin, end) of a sparse one
     Parameter<float>* param;
     std::size_t slot;
     std::size_t begin, end;
+    bool fresh;  // dense state created in this step
   };
-  std::vector<RowChunk> row_chunks_;
+  std::vector<WorkChunk> work_;  // reused across steps (no per-step allocation)
 };
 
 class Sgd final : public Optimizer {
