@@ -180,54 +180,57 @@ double Trainer::data_parallel_step(const data::Batch& batch, int slices, const R
   return total;
 }
 
-void Trainer::reduce_replica_gradients(int slices) {
-  // Dense gradients: the model's gradient plus each replica's, in slice order, split into
-  // fixed chunks over the threads (the sum per element does not depend on the split).
-  struct Chunk {
-    std::size_t param;
-    Index begin, end;
-  };
+void Trainer::plan_reduction(int slices) {
   auto& params = model_.arena().parameters();
-  std::vector<Chunk> chunks;
-  std::vector<std::size_t> sparse;
+  if (reduction_.slices == slices && reduction_.params == params.size()) return;
+  reduction_ = {};
+  reduction_.slices = slices;
+  reduction_.params = params.size();
+  reduction_.sources.resize(params.size());
   constexpr Index kChunk = 16384;
   for (std::size_t i = 0; i < params.size(); ++i) {
     const auto& p = params[i];
     if (!p.trainable) continue;
-    if (p.sparse) sparse.push_back(i);
+    // Parameters added to the model after it was built (a trainer's "uwl.*") have no replica.
+    for (int s = 1; s < slices; ++s)
+      if (const Parameter<float>* q = replicas_[static_cast<std::size_t>(s - 1)]->arena().find(p.name))
+        reduction_.sources[i].push_back(q);
+    if (reduction_.sources[i].empty()) continue;
+    if (p.sparse) reduction_.sparse.push_back(i);
     else
-      for (Index b = 0; b < p.numel(); b += kChunk) chunks.push_back({i, b, std::min(p.numel(), b + kChunk)});
+      for (Index b = 0; b < p.numel(); b += kChunk) reduction_.dense.push_back({i, b, std::min(p.numel(), b + kChunk)});
   }
-  std::vector<std::vector<const Parameter<float>*>> sources(params.size());
-  for (int s = 1; s < slices; ++s) {
-    const ParameterArena& a = replicas_[static_cast<std::size_t>(s - 1)]->arena();
-    for (std::size_t i = 0; i < params.size(); ++i)
-      if (params[i].trainable) sources[i].push_back(a.find(params[i].name));
-  }
+}
+
+void Trainer::reduce_replica_gradients(int slices) {
+  // Dense gradients: the model's gradient plus each replica's, in slice order, in fixed chunks
+  // spread over the threads (the sum per element does not depend on the split).
+  plan_reduction(slices);
+  auto& params = model_.arena().parameters();
+  const auto& plan = reduction_;
   apply_thread_setting();
-  const auto n_chunks = static_cast<std::ptrdiff_t>(chunks.size());
+  const auto n_dense = static_cast<std::ptrdiff_t>(plan.dense.size());
 #pragma omp parallel for schedule(static)
-  for (std::ptrdiff_t c = 0; c < n_chunks; ++c) {
-    const Chunk& ch = chunks[static_cast<std::size_t>(c)];
+  for (std::ptrdiff_t c = 0; c < n_dense; ++c) {
+    const auto& ch = plan.dense[static_cast<std::size_t>(c)];
     float* dst = params[ch.param].grad;
-    for (const Parameter<float>* src : sources[ch.param]) {
-      if (!src) continue;  // added to the model after it was built (not in the replica)
+    for (const Parameter<float>* src : plan.sources[ch.param]) {
       const float* g = src->grad;
       for (Index i = ch.begin; i < ch.end; ++i) dst[i] += g[i];
     }
   }
-  // Sparse-row gradients: one table per task; rows merged in slice order, then first-touch order.
-  const auto n_sparse = static_cast<std::ptrdiff_t>(sparse.size());
+  // Sparse-row gradients, a table per task: rows merged in slice order, then first-touch order.
+  const auto n_sparse = static_cast<std::ptrdiff_t>(plan.sparse.size());
 #pragma omp parallel for schedule(dynamic, 1)
   for (std::ptrdiff_t t = 0; t < n_sparse; ++t) {
-    auto& dst = params[sparse[static_cast<std::size_t>(t)]];
-    const Index w = dst.sparse_grad.width();
-    for (const Parameter<float>* src : sources[sparse[static_cast<std::size_t>(t)]]) {
-      if (!src) continue;
+    const std::size_t i = plan.sparse[static_cast<std::size_t>(t)];
+    auto& dst = params[i].sparse_grad;
+    const Index w = dst.width();
+    for (const Parameter<float>* src : plan.sources[i]) {
       const auto& rows = src->sparse_grad.rows();
       const float* v = src->sparse_grad.values();
       for (std::size_t k = 0; k < rows.size(); ++k) {
-        float* d = dst.sparse_grad.row(rows[k]);
+        float* d = dst.row(rows[k]);
         for (Index j = 0; j < w; ++j) d[j] += v[static_cast<Index>(k) * w + j];
       }
     }

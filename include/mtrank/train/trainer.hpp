@@ -111,6 +111,7 @@ class Trainer {
  private:
   double data_parallel_step(const data::Batch& batch, int slices, const Rng& step_rng);
   void ensure_replicas(int slices);
+  void plan_reduction(int slices);
   void reduce_replica_gradients(int slices);
   void pcgrad_backward(ConstMat g);
   void log_progress(Index done, Index total, double loss, double rows_per_s, bool final);
@@ -135,6 +136,17 @@ class Trainer {
   std::vector<Rng> slice_rng_;
   Tensor out_;
   int last_slices_ = 1;
+  struct ReductionPlan {  // which replica gradients add into which model gradient, cached
+    struct Chunk {
+      std::size_t param;
+      Index begin, end;
+    };
+    int slices = 0;
+    std::size_t params = 0;
+    std::vector<std::vector<const Parameter<float>*>> sources;  // per model parameter
+    std::vector<Chunk> dense;
+    std::vector<std::size_t> sparse;
+  } reduction_;
   Index epoch_ = 0;           // current epoch (0-based)
   Index step_in_epoch_ = 0;   // steps done in the current epoch
   std::int64_t global_step_ = 0;
