@@ -50,7 +50,7 @@ train::TrainerOptions parse_trainer(const json& j, const data::FeatureSchema& sc
   if (j.is_null()) return o;
   const std::string p = "config.trainer";
   io::reject_unknown_keys(j, {"batch_size", "epochs", "seed", "patience", "monitor", "tasks", "uwl", "penalty_weight",
-                              "eval_batch_size", "max_steps_per_epoch", "log_every"},
+                              "eval_batch_size", "max_steps_per_epoch", "log_every", "data_parallel_min_rows"},
                           p);
   auto pos = [&](const char* k, Index d) {
     const Index v = io::get_optional<Index>(j, k, p, "a positive integer", d);
@@ -69,6 +69,10 @@ train::TrainerOptions parse_trainer(const json& j, const data::FeatureSchema& sc
   o.penalty_weight = io::get_optional<double>(j, "penalty_weight", p, "a number", o.penalty_weight);
   o.max_steps_per_epoch = io::get_optional<Index>(j, "max_steps_per_epoch", p, "a non-negative integer", 0);
   o.log_every = io::get_optional<Index>(j, "log_every", p, "a non-negative integer", 0);
+  o.data_parallel_min_rows =
+      io::get_optional<Index>(j, "data_parallel_min_rows", p, "a non-negative integer", o.data_parallel_min_rows);
+  if (o.data_parallel_min_rows < 0)
+    fail(p, ".data_parallel_min_rows: expected a non-negative integer, got ", o.data_parallel_min_rows);
   return o;
 }
 
