@@ -245,3 +245,54 @@ TEST_CASE("An empty batch runs forward and backward for every model type (found 
     model->predict(b, *ws, probs.matrix());
   }
 }
+
+TEST_CASE("A dense-only model skips its input gradient and keeps every parameter gradient") {
+  const json schema = json::parse(R"({"dense": ["a", "b", "c", "d", "e"], "tasks": [{"name": "ctr"}, {"name": "cvr"}]})");
+  const json m = json::parse(R"({"type": "mmoe", "num_experts": 2, "expert": {"layers": [6, 4]}, "tower": {"hidden": [3]}})");
+  auto model = models::build_model({{"schema", schema}, {"model", m}, {"seed", 3}});
+  const auto* emb = model->feature_embedder();
+  REQUIRE(emb != nullptr);
+  CHECK_FALSE(emb->needs_input_grad());
+  CHECK(models::build_model(config_for("mmoe"))->feature_embedder()->needs_input_grad());
+
+  const Index B = 7;
+  data::Batch b;
+  b.size = B;
+  b.dense = Tensor(Shape{B, 5});
+  Rng rng(4);
+  for (float& v : b.dense) v = static_cast<float>(rng.normal());
+  std::vector<double> r(static_cast<std::size_t>(B * 2));
+  for (double& v : r) v = rng.normal();
+  auto ws = model->make_workspace();
+  auto loss = [&] {
+    const ConstMat y = model->forward(b, *ws, Context::inference());
+    double s = 0;
+    for (Index i = 0; i < B; ++i)
+      for (Index k = 0; k < 2; ++k) s += double(y(i, k)) * r[static_cast<std::size_t>(i * 2 + k)];
+    return s;
+  };
+  model->arena().zero_grad();
+  const ConstMat y = model->forward(b, *ws, Context::inference());
+  Tensor d(Shape{B, 2});
+  for (Index i = 0; i < d.numel(); ++i) d[i] = static_cast<float>(r[static_cast<std::size_t>(i)]);
+  model->backward(d.matrix(), *ws);
+  (void)y;
+  // Central differences in float on the layers that read the input (their dW no longer comes
+  // with a dx) and one deeper layer: relative to the largest gradient of the tensor.
+  for (const char* name : {"experts.0.layers.0.weight", "gates.1.weight", "towers.0.layers.0.weight"}) {
+    CAPTURE(name);
+    Parameter<float>& p = model->arena().at(name);
+    double worst = 0, scale = 1e-6;
+    for (Index i = 0; i < p.numel(); ++i) scale = std::max(scale, double(std::abs(p.grad[i])));
+    for (Index i = 0; i < p.numel(); ++i) {
+      const float w0 = p.value[i], eps = 1e-2f;
+      p.value[i] = w0 + eps;
+      const double up = loss();
+      p.value[i] = w0 - eps;
+      const double down = loss();
+      p.value[i] = w0;
+      worst = std::max(worst, std::abs((up - down) / (2.0 * eps) - double(p.grad[i])));
+    }
+    CHECK(worst / scale < 2e-2);
+  }
+}

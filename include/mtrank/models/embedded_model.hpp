@@ -86,6 +86,10 @@ class EmbeddedModel final : public Model {
       }
       d = dn;
     }
+    if (!embedder_.needs_input_grad()) {
+      net_.backward(d, ws.net, false);  // dense inputs only: no input gradient to compute
+      return;
+    }
     ConstMat dx = net_.backward(d, ws.net, true);
     embedder_.backward(dx, ws.emb);
   }

@@ -74,6 +74,15 @@ class FeatureEmbedder {
   Index co_action_offset() const { return co_offset_; }
   const data::FeatureSchema& schema() const { return schema_; }
 
+  /// Whether backward() uses dx: false when x holds only dense inputs (no tables, no co-action),
+  /// so a network below may skip computing its input gradient, as autograd does for inputs
+  /// that do not require grad.
+  bool needs_input_grad() const {
+    if (has_co_action() || !tables_.empty()) return true;
+    for (std::size_t q = 0; q < seq_tables_.size(); ++q)
+      if (!seq_external_[q]) return true;
+    return false;
+  }
   /// Scatters dx [B, out_features] into the tables' sparse row gradients (dense inputs get none).
   void backward(MatrixView<const T> dx, Workspace& ws) const;
 
