@@ -117,6 +117,10 @@ Checked check_fixture(const std::string& name, const std::vector<std::string>& m
     expect_close(got.data(), want, "grad." + p.name);
     ++n.trainable;
   }
+  // ... and the PyTorch model has no parameter the arena lacks.
+  Index file_grads = 0;
+  for (const auto& e : file.entries()) file_grads += e.name.starts_with("grad.") ? 1 : 0;
+  CHECK(file_grads == n.trainable);
   return n;
 }
 
