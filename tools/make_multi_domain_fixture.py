@@ -48,7 +48,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model_fixture_torch import (Params, embed_features, f32, gate_nu, hard_concrete, linear,  # noqa: E402
-                                 make_sequences, mlp, act, write_fixture)
+                                 make_sequences, mlp, act, sequence_vocab, write_fixture)
 
 CODE_DEFAULTS = {"beta": 2.0 / 3.0, "gamma": -0.1, "zeta": 1.1}
 
@@ -150,9 +150,7 @@ def build_and_run(config, seed, B, training, closed_routes=()):
         "sparse": torch.stack([torch.randint(0, f["vocab"], (B,), generator=gen) for f in sparse], dim=1),
         "dense": f32(torch.randn(B, n_dense, generator=gen, dtype=torch.float64)),
         "scene": scene,
-        "seq": {q["name"]: make_sequences(gen, B, q["vocab"] if not q.get("table") else
-                                          next(f["vocab"] for f in sparse if f["name"] == q["table"]),
-                                          q["max_len"] + 2) for q in seqs},
+        "seq": {q["name"]: make_sequences(gen, B, sequence_vocab(schema, q), q["max_len"] + 2) for q in seqs},
     }
     noise = None
     if training:

@@ -146,6 +146,13 @@ def embed_features(P, schema, batch, pooling="mean", dot_interactions=False):
     return torch.cat(parts, dim=1), vecs
 
 
+def sequence_vocab(schema, seq):
+    """Rows of the table a sequence field reads (its own, or the shared sparse field's)."""
+    if seq.get("table"):
+        return next(f["vocab"] for f in schema["sparse"] if f["name"] == seq["table"])
+    return seq["vocab"]
+
+
 def make_sequences(gen, B, vocab, max_extra):
     """Random sequences of length 0 .. max_extra (at least one empty, one long)."""
     lengths = torch.randint(1, max_extra + 1, (B,), generator=gen)
