@@ -39,6 +39,13 @@ Two fixtures:
                                       stages and task_subnet [1, 0], unit-wise EPNet, transform
                                       to out_dim 3 without bias, explicit PPNet prior field,
                                       two PReLU tower layers, sum pooling, dot interactions.
+  multi_domain_wiring_experts_towers.safetensors
+                                      inference; no transform, wiring.features off (z holds E'; O
+                                      is read only through sg by the expert gates and PPNet, so
+                                      the EPNet gate gets no gradient, as documented).
+  multi_domain_wiring_features.safetensors
+                                      inference; wiring.features only (no expert gates, no
+                                      PPNet), towers without hidden layers, SNR-Aver.
 Run: /usr/bin/python3 tools/make_multi_domain_fixture.py
 """
 import os
@@ -90,7 +97,9 @@ def build_and_run(config, seed, B, training, closed_routes=()):
     domain_fields = sg.get("domain_fields", [])
     unit_wise = sg.get("unit_wise", False)
     domain_in = sd + sum(dims[f] for f in domain_fields)
-    P.gate_nu("epnet.gate", domain_in + E_width, sg.get("hidden", 0), E_width if unit_wise else len(slots))
+    wiring = {k: m.get("wiring", {}).get(k, True) for k in ("features", "experts", "towers")}
+    if any(wiring.values()):  # EPNet exists when anything reads O
+        P.gate_nu("epnet.gate", domain_in + E_width, sg.get("hidden", 0), E_width if unit_wise else len(slots))
 
     n_dense = len(schema.get("dense", []))
     vec_dims = [d for _, d in slots]
@@ -98,8 +107,6 @@ def build_and_run(config, seed, B, training, closed_routes=()):
         if m.get("dot_interactions", False) else 0
     rest = n_dense + n_dots
     z_width = E_width + rest
-    wiring = m.get("wiring", {})
-    assert all(wiring.get(k, True) for k in ("features", "experts", "towers")), "this reference wires all three"
     eg = m.get("expert_gate", {})
     stages = m["stages"]
     widths = []  # output width of each stage's sub-networks
@@ -108,7 +115,7 @@ def build_and_run(config, seed, B, training, closed_routes=()):
         fan_in = z_width if s_i == 0 else (st.get("in", 0) or widths[-1])
         for j in range(st["num_subnets"]):
             P.mlp(f"subnets.{s_i}.{j}", fan_in, layers)
-            if s_i == 0:
+            if s_i == 0 and wiring["experts"]:
                 P.gate_nu(f"subnets.0.{j}.gate", sd + E_width, eg.get("hidden", 0), layers[-1])
         widths.append(layers[-1])
     kind = m.get("snr_kind", "trans")
@@ -130,7 +137,7 @@ def build_and_run(config, seed, B, training, closed_routes=()):
     prior_w = sum(dims[n] for n in priors)
     tower = m["tower"]
     hidden, tact = tower["hidden"], tower.get("activation", "relu")
-    for k in range(K):
+    for k in range(K if wiring["towers"] else 0):
         for l, w in enumerate(hidden):
             P.gate_nu(f"ppnet.gates.{k}.{l}", prior_w + E_width, pp.get("hidden", 0), w)
     for s in range(S):
@@ -172,18 +179,19 @@ def build_and_run(config, seed, B, training, closed_routes=()):
         else:
             Ep.append(e)
     Ep = torch.cat(Ep, dim=1)
-    gate_in = torch.cat([se] + [emb[f] for f in domain_fields] + [Ep.detach()], dim=1)
-    delta = gate_nu(P, "epnet.gate", gate_in, sg.get("gamma", 2.0))
-    if not unit_wise:
-        delta = torch.repeat_interleave(delta, torch.tensor(slot_out), dim=1)
-    O = delta * Ep
-    z = torch.cat([O, x[:, sum(vec_dims):]], dim=1)  # [O | rest]
+    if any(wiring.values()):
+        gate_in = torch.cat([se] + [emb[f] for f in domain_fields] + [Ep.detach()], dim=1)
+        delta = gate_nu(P, "epnet.gate", gate_in, sg.get("gamma", 2.0))
+        if not unit_wise:
+            delta = torch.repeat_interleave(delta, torch.tensor(slot_out), dim=1)
+        O = delta * Ep
+    z = torch.cat([O if wiring["features"] else Ep, x[:, sum(vec_dims):]], dim=1)  # [O or E' | rest]
     assert z.shape[1] == z_width
-    expert_ctx = torch.cat([se, O.detach()], dim=1)
+    expert_ctx = torch.cat([se, O.detach()], dim=1) if wiring["experts"] else None
     u = []
     for j in range(stages[0]["num_subnets"]):
         h = mlp(P, f"subnets.0.{j}", z, len(stages[0]["subnet"]["layers"]))
-        u.append(h * gate_nu(P, f"subnets.0.{j}.gate", expert_ctx, eg.get("gamma", 2.0)))
+        u.append(h * gate_nu(P, f"subnets.0.{j}.gate", expert_ctx, eg.get("gamma", 2.0)) if wiring["experts"] else h)
     code = dict(CODE_DEFAULTS, **m.get("code", {}))
     for r in range(len(stages) - 1):
         c = hard_concrete(P[f"routes.{r}.log_alpha"], code, noise[r] if training else None)
@@ -196,9 +204,10 @@ def build_and_run(config, seed, B, training, closed_routes=()):
             v_up.append(mlp(P, f"subnets.{r + 1}.{j}", v, len(stages[r + 1]["subnet"]["layers"])))
         u = v_up
     reps = [u[task_subnet[k]] for k in range(K)]
-    prior_ctx = torch.cat([emb[n] for n in priors] + [O.detach()], dim=1)
-    deltas = [[gate_nu(P, f"ppnet.gates.{k}.{l}", prior_ctx, pp.get("gamma", 2.0)) for l in range(len(hidden))]
-              for k in range(K)]
+    if wiring["towers"]:
+        prior_ctx = torch.cat([emb[n] for n in priors] + [O.detach()], dim=1)
+        deltas = [[gate_nu(P, f"ppnet.gates.{k}.{l}", prior_ctx, pp.get("gamma", 2.0)) for l in range(len(hidden))]
+                  for k in range(K)]
     out = torch.zeros(B, K, dtype=torch.float64)
     for s in range(S):
         rows = torch.nonzero(scene == s)[:, 0]
@@ -206,7 +215,8 @@ def build_and_run(config, seed, B, training, closed_routes=()):
             h = reps[k][rows]
             for l in range(len(hidden)):
                 h = act(tact, linear(P, f"towers.{s}.{k}.layers.{l}", h), P.p.get(f"towers.{s}.{k}.acts.{l}.weight"))
-                h = h * deltas[k][l][rows]
+                if wiring["towers"]:
+                    h = h * deltas[k][l][rows]
             out = out.index_put((rows, torch.full_like(rows, k)), linear(P, f"towers.{s}.{k}.layers.{len(hidden)}", h)[:, 0])
     r = f32(torch.randn(B, K, generator=gen, dtype=torch.float64))
     return P, batch, r, out, noise
@@ -255,6 +265,25 @@ CONFIG_B = {
               "code": {"beta": 0.5, "gamma": -0.2, "zeta": 1.2},
               "tower": {"hidden": [4, 3], "activation": "prelu"}},
 }
+# The wiring ablations, in inference context.
+CONFIG_C = {  # E' (no transform) feeds the backbone; O reaches only the expert gates and PPNet
+    "schema": dict(SCHEMA_A, num_scenes=2),
+    "model": {"type": "multi_domain", "scene_dim": 2,
+              "embedding_transform": {"enabled": False},
+              "wiring": {"features": False, "experts": True, "towers": True},
+              "stages": [{"num_subnets": 2, "subnet": {"layers": [5]}}, {"num_subnets": 2, "subnet": {"layers": [4]}}],
+              "tower": {"hidden": [3]}},
+}
+CONFIG_D = {  # O feeds the backbone only: no expert gates, no PPNet, towers without hidden layers
+    "schema": dict(SCHEMA_B, num_scenes=3),
+    "model": {"type": "multi_domain", "scene_dim": 3,
+              "embedding_transform": {"out_dim": 2},
+              "slot_gate": {"hidden": 3, "domain_fields": ["city"]},
+              "wiring": {"features": True, "experts": False, "towers": False},
+              "snr_kind": "aver",
+              "stages": [{"num_subnets": 2, "subnet": {"layers": [4]}}, {"num_subnets": 2, "subnet": {"layers": [4]}}],
+              "tower": {"hidden": []}},
+}
 
 if __name__ == "__main__":
     src = "tools/make_multi_domain_fixture.py"
@@ -263,3 +292,7 @@ if __name__ == "__main__":
     write_fixture("multi_domain.safetensors", P, batch, r, out, CONFIG_A, "inference", source=src)
     P, batch, r, out, noise = build_and_run(CONFIG_B, 73, 12, True)
     write_fixture("multi_domain_train_aver.safetensors", P, batch, r, out, CONFIG_B, "training", noise=noise, source=src)
+    P, batch, r, out, _ = build_and_run(CONFIG_C, 5, 8, False)
+    write_fixture("multi_domain_wiring_experts_towers.safetensors", P, batch, r, out, CONFIG_C, "inference", source=src)
+    P, batch, r, out, _ = build_and_run(CONFIG_D, 6, 9, False)
+    write_fixture("multi_domain_wiring_features.safetensors", P, batch, r, out, CONFIG_D, "inference", source=src)

@@ -32,3 +32,19 @@ TEST_CASE("PyTorch parity: multi_domain, SNR-Aver, training with fixed code nois
   CHECK(res.parameters == 89);
   CHECK(res.nonzero_grads == 89);  // the codes mix closed (0), open and clamped-at-1 connections
 }
+
+TEST_CASE("PyTorch parity: multi_domain wiring ablation, E' into the backbone, O into expert gates and PPNet") {
+  // No embedding transform, wiring.features off: O is read only through sg(.), so the EPNet gate
+  // gets no gradient (docs/models.md) and the reference agrees.
+  const auto res = test::run_torch_fixture("multi_domain_wiring_experts_towers.safetensors", multi_domain_noise);
+  CHECK(res.mismatches == 0);
+  CHECK(res.parameters == 54);
+  CHECK(res.nonzero_grads == 50);  // all but epnet.gate.layers.{0,1}.{weight,bias}
+}
+
+TEST_CASE("PyTorch parity: multi_domain wiring ablation, O into the backbone only, linear towers") {
+  const auto res = test::run_torch_fixture("multi_domain_wiring_features.safetensors", multi_domain_noise);
+  CHECK(res.mismatches == 0);
+  CHECK(res.parameters == 38);
+  CHECK(res.nonzero_grads == 38);
+}
