@@ -106,9 +106,12 @@ void f32_linear_fused_ref(Index M, Index K, Index N, const float* x, Index ldx, 
 }
 
 void f32_linear_backward(Index M, Index K, Index N, const float* dy, Index lddy, const float* x, Index ldx,
-                         const float* w, float* dw, float* db, float* dx, Index lddx, LinearImpl impl) {
+                         const float* w, float* dw, float* db, float* dx, Index lddx, LinearImpl impl,
+                         Index dx_cols) {
   check_args("f32_linear_backward", M, K, N, ldx, lddy);
   if (dx && lddx < K) fail("f32_linear_backward: lddx ", lddx, " < K ", K);
+  if (dx_cols < 0) dx_cols = K;
+  if (dx_cols > K) fail("f32_linear_backward: dx_cols ", dx_cols, " > K ", K);
   if (M == 0) {
     return;
   }
@@ -130,15 +133,15 @@ void f32_linear_backward(Index M, Index K, Index N, const float* dy, Index lddy,
       for (Index j = 0; j < N; ++j) db[j] += d[j];
     }
   }
-  if (dx) {
+  if (dx && dx_cols > 0) {
     if (dnn) {
-      // dx [M, K] = dy [M, N] W [N, K]
-      onednn::MatmulKey key{.M = M, .K = N, .N = K, .sa0 = lddy, .sa1 = 1, .sb0 = K, .sb1 = 1, .ldc = lddx,
+      // dx [M, dx_cols] = dy [M, N] W [N, :dx_cols]
+      onednn::MatmulKey key{.M = M, .K = N, .N = dx_cols, .sa0 = lddy, .sa1 = 1, .sb0 = K, .sb1 = 1, .ldc = lddx,
                             .act = 0, .type = int(onednn::MatmulType::f32), .bias = false, .accumulate = false,
                             .threads = num_threads()};
       onednn::run_matmul(key, dy, w, nullptr, dx);
     } else {
-      gemm(false, false, M, K, N, 1.f, dy, lddy, w, K, 0.f, dx, lddx);
+      gemm(false, false, M, dx_cols, N, 1.f, dy, lddy, w, K, 0.f, dx, lddx);
     }
   }
 }

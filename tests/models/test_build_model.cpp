@@ -246,53 +246,83 @@ TEST_CASE("An empty batch runs forward and backward for every model type (found 
   }
 }
 
-TEST_CASE("A dense-only model skips its input gradient and keeps every parameter gradient") {
-  const json schema = json::parse(R"({"dense": ["a", "b", "c", "d", "e"], "tasks": [{"name": "ctr"}, {"name": "cvr"}]})");
-  const json m = json::parse(R"({"type": "mmoe", "num_experts": 2, "expert": {"layers": [6, 4]}, "tower": {"hidden": [3]}})");
-  auto model = models::build_model({{"schema", schema}, {"model", m}, {"seed", 3}});
-  const auto* emb = model->feature_embedder();
-  REQUIRE(emb != nullptr);
-  CHECK_FALSE(emb->needs_input_grad());
-  CHECK(models::build_model(config_for("mmoe"))->feature_embedder()->needs_input_grad());
+TEST_CASE("Dense input columns get no gradient computed; the gradients stay right") {
+  // Dense-only: the net skips its input gradient. Sparse + dense (dense block last): the layers
+  // reading x compute dx for the embedding columns only (tests/blocks/test_input_grad_limit.cpp
+  // checks the backbones exactly). Float central differences check the layers reading x, a
+  // deeper one and the embedding rows.
+  const json dense_only = json::parse(R"({"dense": ["a", "b", "c", "d", "e"], "tasks": [{"name": "ctr"}, {"name": "cvr"}]})");
+  const json mixed = json::parse(R"({"sparse": [{"name": "item", "vocab": 6, "dim": 3}], "dense": ["a", "b", "c", "d"],
+                                     "tasks": [{"name": "ctr"}, {"name": "cvr"}]})");
+  for (const bool sparse : {false, true}) {
+    CAPTURE(sparse);
+    const json m = json::parse(R"({"type": "mmoe", "num_experts": 2, "expert": {"layers": [6, 4]}, "tower": {"hidden": [3]},
+                                   "embedding_init_std": 0.3})");
+    auto model = models::build_model({{"schema", sparse ? mixed : dense_only}, {"model", m}, {"seed", 3}});
+    const auto* emb = model->feature_embedder();
+    REQUIRE(emb != nullptr);
+    CHECK(emb->needs_input_grad() == sparse);
+    CHECK(emb->input_grad_columns() == (sparse ? 3 : 0));
+    CHECK(emb->out_features() == (sparse ? 7 : 5));
+    // With dot interactions (columns after the dense block) every column needs its gradient.
+    json with_dot = m, two_fields = mixed;
+    with_dot["dot_interactions"] = true;
+    two_fields["sparse"].push_back({{"name", "user"}, {"vocab", 4}, {"dim", 3}});
+    const auto dot_model = models::build_model({{"schema", two_fields}, {"model", with_dot}});
+    CHECK(dot_model->feature_embedder()->out_features() == 3 + 3 + 4 + 1);
+    CHECK(dot_model->feature_embedder()->input_grad_columns() == 3 + 3 + 4 + 1);
 
-  const Index B = 7;
-  data::Batch b;
-  b.size = B;
-  b.dense = Tensor(Shape{B, 5});
-  Rng rng(4);
-  for (float& v : b.dense) v = static_cast<float>(rng.normal());
-  std::vector<double> r(static_cast<std::size_t>(B * 2));
-  for (double& v : r) v = rng.normal();
-  auto ws = model->make_workspace();
-  auto loss = [&] {
-    const ConstMat y = model->forward(b, *ws, Context::inference());
-    double s = 0;
-    for (Index i = 0; i < B; ++i)
-      for (Index k = 0; k < 2; ++k) s += double(y(i, k)) * r[static_cast<std::size_t>(i * 2 + k)];
-    return s;
-  };
-  model->arena().zero_grad();
-  const ConstMat y = model->forward(b, *ws, Context::inference());
-  Tensor d(Shape{B, 2});
-  for (Index i = 0; i < d.numel(); ++i) d[i] = static_cast<float>(r[static_cast<std::size_t>(i)]);
-  model->backward(d.matrix(), *ws);
-  (void)y;
-  // Central differences in float on the layers that read the input (their dW no longer comes
-  // with a dx) and one deeper layer: relative to the largest gradient of the tensor.
-  for (const char* name : {"experts.0.layers.0.weight", "gates.1.weight", "towers.0.layers.0.weight"}) {
-    CAPTURE(name);
-    Parameter<float>& p = model->arena().at(name);
-    double worst = 0, scale = 1e-6;
-    for (Index i = 0; i < p.numel(); ++i) scale = std::max(scale, double(std::abs(p.grad[i])));
-    for (Index i = 0; i < p.numel(); ++i) {
-      const float w0 = p.value[i], eps = 1e-2f;
-      p.value[i] = w0 + eps;
+    const Index B = 7;
+    data::Batch b;
+    b.size = B;
+    b.dense = Tensor(Shape{B, sparse ? 4 : 5});
+    Rng rng(4);
+    for (float& v : b.dense) v = static_cast<float>(rng.normal());
+    if (sparse) b.sparse = {0, 1, 2, 1, 5, 0, 3};
+    std::vector<double> r(static_cast<std::size_t>(B * 2));
+    for (double& v : r) v = rng.normal();
+    auto ws = model->make_workspace();
+    auto loss = [&] {
+      const ConstMat y = model->forward(b, *ws, Context::inference());
+      double s = 0;
+      for (Index i = 0; i < B; ++i)
+        for (Index k = 0; k < 2; ++k) s += double(y(i, k)) * r[static_cast<std::size_t>(i * 2 + k)];
+      return s;
+    };
+    model->arena().zero_grad();
+    model->forward(b, *ws, Context::inference());
+    Tensor d(Shape{B, 2});
+    for (Index i = 0; i < d.numel(); ++i) d[i] = static_cast<float>(r[static_cast<std::size_t>(i)]);
+    model->backward(d.matrix(), *ws);
+
+    auto fd = [&](float* w) {
+      const float w0 = *w, eps = 1e-2f;
+      *w = w0 + eps;
       const double up = loss();
-      p.value[i] = w0 - eps;
+      *w = w0 - eps;
       const double down = loss();
-      p.value[i] = w0;
-      worst = std::max(worst, std::abs((up - down) / (2.0 * eps) - double(p.grad[i])));
+      *w = w0;
+      return (up - down) / (2.0 * eps);
+    };
+    for (const char* name : {"experts.0.layers.0.weight", "gates.1.weight", "towers.0.layers.0.weight"}) {
+      CAPTURE(name);
+      Parameter<float>& p = model->arena().at(name);
+      double worst = 0, scale = 1e-6;
+      for (Index i = 0; i < p.numel(); ++i) scale = std::max(scale, double(std::abs(p.grad[i])));
+      for (Index i = 0; i < p.numel(); ++i) worst = std::max(worst, std::abs(fd(p.value + i) - double(p.grad[i])));
+      CHECK(worst / scale < 2e-2);
     }
-    CHECK(worst / scale < 2e-2);
+    if (sparse) {
+      Parameter<float>& t = model->arena().at("embeddings.item.weight");
+      const auto& rows = t.sparse_grad.rows();
+      CHECK(rows.size() == 5);  // ids 0, 1, 2, 3, 5
+      double worst = 0, scale = 1e-6;
+      for (std::size_t k = 0; k < rows.size(); ++k)
+        for (Index j = 0; j < 3; ++j) scale = std::max(scale, double(std::abs(t.sparse_grad.values()[k * 3 + j])));
+      for (std::size_t k = 0; k < rows.size(); ++k)
+        for (Index j = 0; j < 3; ++j)
+          worst = std::max(worst, std::abs(fd(t.value + rows[k] * 3 + j) - double(t.sparse_grad.values()[k * 3 + j])));
+      CHECK(worst / scale < 2e-2);
+    }
   }
 }

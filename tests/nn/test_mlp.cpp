@@ -127,3 +127,39 @@ TEST_CASE("Batch norm running statistics follow PyTorch's update rule") {
   CHECK(arena.at("bn.running_mean").value[0] == Approx(0.15));
   CHECK(arena.at("bn.running_var").value[0] == Approx(0.9 + 0.1 * 5.0 / 3.0));
 }
+
+TEMPLATE_TEST_CASE("Linear::limit_input_grad computes dx for the leading columns only", "", float, double) {
+  for (const Index cols : {Index(0), Index(1), Index(13), Index(37)}) {
+    CAPTURE(cols);
+    ParameterArenaT<TestType> full_arena(5), part_arena(5);
+    Linear<TestType> full(full_arena, "fc", {.in = 37, .out = 19});
+    Linear<TestType> part(part_arena, "fc", {.in = 37, .out = 19});
+    part.limit_input_grad(cols);
+    CHECK(part.input_grad_columns() == cols);
+    Rng rng(8);
+    const auto x = random_tensor<TestType>(Shape{11, 37}, rng);
+    const auto dy = random_tensor<TestType>(Shape{11, 19}, rng);
+    typename Linear<TestType>::Workspace wf, wp;
+    full.forward(x.matrix(), wf);
+    part.forward(x.matrix(), wp);
+    const auto dx_full = full.backward(dy.matrix(), wf);
+    const auto dx_part = part.backward(dy.matrix(), wp);
+    for (Index r = 0; r < 11; ++r)
+      for (Index c = 0; c < 37; ++c) {
+        CAPTURE(r, c);
+        // The GEMM may pick another kernel for the narrower dx: equal up to rounding.
+        if (c < cols) CHECK(double(dx_part(r, c)) == Approx(double(dx_full(r, c))).epsilon(1e-5).margin(1e-6));
+        else CHECK(dx_part(r, c) == TestType(0));
+      }
+    // Parameter gradients do not depend on the limit.
+    for (const char* name : {"fc.weight", "fc.bias"}) {
+      const auto& a = full_arena.at(name);
+      const auto& b = part_arena.at(name);
+      for (Index i = 0; i < a.numel(); ++i) CHECK(a.grad[i] == b.grad[i]);
+    }
+  }
+  ParameterArenaT<TestType> arena(1);
+  Linear<TestType> lin(arena, "fc", {.in = 4, .out = 2});
+  CHECK_THROWS_WITH(lin.limit_input_grad(5), Catch::Contains("outside [0, 4]"));
+  CHECK_THROWS_WITH(lin.limit_input_grad(-1), Catch::Contains("outside [0, 4]"));
+}

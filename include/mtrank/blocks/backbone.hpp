@@ -48,6 +48,17 @@ struct ExpertTraits<nn::Mlp<T>> {
 template <class E>
 using ExpertOptionsOf = typename ExpertTraits<E>::Options;
 
+/// Modules that can treat trailing input columns as constants (nn::Linear::limit_input_grad).
+template <class M>
+concept LimitsInputGrad = requires(M& m, Index cols) { m.limit_input_grad(cols); };
+
+/// limit_input_grad where the module supports it; others keep computing the whole dx (correct,
+/// only slower).
+template <class M>
+void limit_input_grad_if_supported(M& m, Index cols) {
+  if constexpr (LimitsInputGrad<M>) m.limit_input_grad(cols);
+}
+
 /// The interface the model layer programs against. forward() returns the K task inputs
 /// [B, h_k]; backward() takes their gradients and returns dx [B, in].
 /// Regularisers (SNR's L0 penalty) are exposed as `double penalty(double weight) const`: it

@@ -106,6 +106,7 @@ class SoftmaxGate {
   Index num_experts() const { return opt_.num_experts; }
   const SoftmaxGateOptions& options() const { return opt_; }
   const nn::Linear<T>& linear() const { return linear_; }
+  void limit_input_grad(Index cols) { linear_.limit_input_grad(cols); }
 
  private:
   SoftmaxGateOptions opt_;

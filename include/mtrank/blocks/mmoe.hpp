@@ -115,6 +115,11 @@ class MmoeBackbone {
   Index num_experts() const { return opt_.num_experts; }
   Index out_features(Index) const { return h_; }
   Index in_features() const { return opt_.in; }
+  /// Input columns >= cols are constants: experts and gates skip their gradient.
+  void limit_input_grad(Index cols) {
+    for (auto& e : experts_) limit_input_grad_if_supported(e, cols);
+    for (auto& g : gates_) g.limit_input_grad(cols);
+  }
   const E& expert(Index e) const { return experts_[static_cast<std::size_t>(e)]; }
   const SoftmaxGate<T>& gate(Index k) const { return gates_[static_cast<std::size_t>(k)]; }
   const Options& options() const { return opt_; }

@@ -177,6 +177,11 @@ class CgcLevel {
 
   Index num_tasks() const { return opt_.num_tasks; }
   Index in_features() const { return opt_.in; }
+  /// Input columns >= cols are constants (a first level: every expert and gate reads the input).
+  void limit_input_grad(Index cols) {
+    for (auto& e : experts_) limit_input_grad_if_supported(e, cols);
+    for (auto& g : gates_) g.limit_input_grad(cols);
+  }
   Index out_features() const { return h_; }
   bool has_shared_gate() const { return opt_.shared_gate; }
   const Options& options() const { return opt_; }
@@ -300,6 +305,8 @@ class PleBackbone {
   Index num_tasks() const { return opt_.num_tasks; }
   Index out_features(Index) const { return levels_.back().out_features(); }
   Index in_features() const { return opt_.in; }
+  /// Input columns >= cols are constants: the first level skips their gradient.
+  void limit_input_grad(Index cols) { levels_.front().limit_input_grad(cols); }
   std::size_t num_levels() const { return levels_.size(); }
   const CgcLevel<E>& level(std::size_t l) const { return levels_[l]; }
   const Options& options() const { return opt_; }

@@ -359,6 +359,10 @@ class SnrBackbone {
     return subnets_.back()[static_cast<std::size_t>(opt_.task_subnet[static_cast<std::size_t>(k)])].out_features();
   }
   Index in_features() const { return opt_.in; }
+  /// Input columns >= cols are constants: the first stage's sub-networks skip their gradient.
+  void limit_input_grad(Index cols) {
+    for (auto& e : subnets_.front()) limit_input_grad_if_supported(e, cols);
+  }
   std::size_t num_routes() const { return codes_.size(); }
   const HardConcreteGate<T>& code(std::size_t r) const { return codes_[r]; }
   const Options& options() const { return opt_; }

@@ -43,10 +43,12 @@ void f32_linear_fused_ref(Index M, Index K, Index N, const float* x, Index ldx, 
                           FusedActivation act, float* y, Index ldy);
 
 /// `impl` = automatic / sgemm_epilogue use kernels::gemm; onednn_matmul uses cached matmul
-/// primitives (dW accumulation through a sum post-op).
+/// primitives (dW accumulation through a sum post-op). dx_cols in [0, K] (-1 = K): only the
+/// first dx_cols columns of dx are computed (inputs beyond are constants: the first layer of a
+/// network whose trailing input columns are raw dense features); the rest of dx is not written.
 void f32_linear_backward(Index M, Index K, Index N, const float* dy, Index lddy, const float* x, Index ldx,
                          const float* w, float* dw, float* db, float* dx, Index lddx,
-                         LinearImpl impl = LinearImpl::automatic);
+                         LinearImpl impl = LinearImpl::automatic, Index dx_cols = -1);
 
 /// The implementation `automatic` uses for a forward of this shape on the active ISA.
 LinearImpl choose_linear_impl(Index M, Index K, Index N);

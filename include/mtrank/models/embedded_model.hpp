@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 
+#include "mtrank/blocks/backbone.hpp"
 #include "mtrank/models/feature_embedder.hpp"
 #include "mtrank/models/model.hpp"
 
@@ -39,6 +40,9 @@ class EmbeddedModel final : public Model {
     if (transform_ == OutputTransform::esmm)
       require(schema_.num_tasks() == 2, "model.output: \"esmm\" needs exactly 2 tasks (ctr, ctcvr), the schema has ",
               schema_.num_tasks());
+    // The dense block's columns need no gradient: the layers reading x skip computing it.
+    const Index grad_cols = embedder_.input_grad_columns();
+    if (grad_cols > 0 && grad_cols < embedder_.out_features()) blocks::limit_input_grad_if_supported(net_, grad_cols);
   }
 
   std::unique_ptr<Model::Workspace> make_workspace() const override { return std::make_unique<Work>(); }
@@ -86,7 +90,7 @@ class EmbeddedModel final : public Model {
       }
       d = dn;
     }
-    if (!embedder_.needs_input_grad()) {
+    if (embedder_.input_grad_columns() == 0) {
       net_.backward(d, ws.net, false);  // dense inputs only: no input gradient to compute
       return;
     }

@@ -83,6 +83,13 @@ class FeatureEmbedder {
       if (!seq_external_[q]) return true;
     return false;
   }
+  /// Leading columns of x whose gradient backward() reads: 0 without trainable inputs; the
+  /// embedding columns when the dense block ends x (a network may skip the dense columns'
+  /// gradient, see nn::Linear::limit_input_grad); every column otherwise.
+  Index input_grad_columns() const {
+    if (!needs_input_grad()) return 0;
+    return inter_offset_ == width_ ? dense_offset_ : width_;
+  }
   /// Scatters dx [B, out_features] into the tables' sparse row gradients (dense inputs get none).
   void backward(MatrixView<const T> dx, Workspace& ws) const;
 

@@ -5,6 +5,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mtrank/blocks/backbone.hpp"
 #include "mtrank/nn/mlp.hpp"
 
 namespace mtrank::models {
@@ -69,6 +70,8 @@ class MultiTaskNet {
   double penalty(double weight) const { return backbone_.penalty(weight); }
   Index num_tasks() const { return backbone_.num_tasks(); }
   Index in_features() const { return backbone_.in_features(); }
+  /// Input columns >= cols are constants, where the backbone supports it.
+  void limit_input_grad(Index cols) { blocks::limit_input_grad_if_supported(backbone_, cols); }
   const Backbone& backbone() const { return backbone_; }
 
  private:

@@ -49,6 +49,8 @@ class SharedBottom {
   double penalty(double) const { return 0.0; }
   Index num_tasks() const { return opt_.num_tasks; }
   Index in_features() const { return opt_.in; }
+  /// Input columns >= cols are constants: the bottom's first layer skips their gradient.
+  void limit_input_grad(Index cols) { bottom_.limit_input_grad(cols); }
   Index out_features(Index) const { return bottom_.out_features(); }
 
  private:

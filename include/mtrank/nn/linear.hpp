@@ -10,6 +10,7 @@
 // bandwidth dominates) use bf16 weights. kernels::set_packed_inference(false) routes inference
 // through f32_linear_fused as well. double (gradient checks) keeps matmul + bias.
 #pragma once
+#include <algorithm>
 #include <memory>
 #include <string_view>
 #include <type_traits>
@@ -92,15 +93,26 @@ class Linear {
     }
   }
 
+  /// Treats input columns >= cols as constants: backward reports their gradient as 0 without
+  /// computing it (a network's first layer whose trailing inputs are raw dense features, as
+  /// autograd skips inputs that do not require grad). Set while building a model.
+  void limit_input_grad(Index cols) {
+    require(cols >= 0 && cols <= opt_.in, "Linear: input-gradient columns ", cols, " outside [0, ", opt_.in, "]");
+    dx_cols_ = cols;
+  }
+  Index input_grad_columns() const { return dx_cols_ < 0 ? opt_.in : dx_cols_; }
+
   /// Accumulates dW += dy^T x and db += colsum(dy); returns dx = dy W (when need_dx).
   MatrixView<const T> backward(MatrixView<const T> dy, Workspace& ws, bool need_dx = true) const {
     require_shape(dy, ws.x.rows, opt_.out, "Linear backward dy");
+    const Index dx_cols = input_grad_columns();
     if constexpr (std::is_same_v<T, float>) {
       MatrixView<T> dx = need_dx ? ensure(ws.dx, dy.rows, opt_.in) : MatrixView<T>{};
       kernels::f32_linear_backward(dy.rows, opt_.in, opt_.out, dy.data, dy.stride, ws.x.data, ws.x.stride,
                                    weight_->value, weight_->grad, bias_ ? bias_->grad : nullptr,
-                                   need_dx ? dx.data : nullptr, opt_.in);
+                                   need_dx ? dx.data : nullptr, opt_.in, kernels::LinearImpl::automatic, dx_cols);
       if (!need_dx) return {};
+      zero_constant_columns(dx, dx_cols);
       return dx;
     } else {
       kernels::matmul<T>(dy, true, ws.x, false, MatrixView<T>(weight_->grad, opt_.out, opt_.in), T(1), T(1));
@@ -114,6 +126,7 @@ class Linear {
       if (!need_dx) return {};
       MatrixView<T> dx = ensure(ws.dx, dy.rows, opt_.in);
       kernels::matmul<T>(dy, false, weight(), false, dx);
+      zero_constant_columns(dx, dx_cols);
       return dx;
     }
   }
@@ -127,6 +140,10 @@ class Linear {
   const LinearOptions& options() const { return opt_; }
 
  private:
+  static void zero_constant_columns(MatrixView<T> dx, Index cols) {
+    if (cols >= dx.cols) return;
+    for (Index r = 0; r < dx.rows; ++r) std::fill(dx.row(r) + cols, dx.row(r) + dx.cols, T(0));
+  }
   static void apply_ref(kernels::FusedActivation act, MatrixView<T> y) {
     for (Index r = 0; r < y.rows; ++r) {
       T* yr = y.row(r);
@@ -143,6 +160,7 @@ class Linear {
   LinearOptions opt_;
   Parameter<T>* weight_ = nullptr;
   Parameter<T>* bias_ = nullptr;
+  Index dx_cols_ = -1;  // -1: every input column gets its gradient
   std::shared_ptr<kernels::PackedWeightCache> packed_;  // float: packed weight copies for inference
 };
 

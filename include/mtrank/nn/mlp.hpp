@@ -49,6 +49,11 @@ class Mlp {
 
   MatrixView<const T> forward(MatrixView<const T> x, Workspace& ws, const Context& ctx = {}) const;
   MatrixView<const T> backward(MatrixView<const T> dy, Workspace& ws, bool need_dx = true) const;
+  /// Input columns >= cols are constants (see Linear::limit_input_grad): the first layer skips
+  /// their gradient. An MLP without layers passes dy through unchanged.
+  void limit_input_grad(Index cols) {
+    if (!linears_.empty()) linears_.front().limit_input_grad(cols);
+  }
   Index in_features() const { return opt_.in; }
   Index out_features() const { return opt_.layers.empty() ? opt_.in : opt_.layers.back(); }
   const MlpOptions& options() const { return opt_; }
