@@ -1,3 +1,6 @@
+#include <cstdlib>
+#include <string>
+
 #include "mtrank/core/arena.hpp"
 #include "mtrank/core/cpu.hpp"
 #include "mtrank/core/rng.hpp"
@@ -19,6 +22,22 @@ TEST_CASE("Tensor resize reuses capacity and keeps alignment") {
   Tensor c = t;
   CHECK(c.data() != t.data());
   CHECK(c.shape() == t.shape());
+}
+
+TEST_CASE("Large tensors are 2 MiB-aligned for huge pages unless MTRANK_HUGE_PAGES=0") {
+  const char* env = std::getenv("MTRANK_HUGE_PAGES");
+  const bool huge = !(env && std::string(env) == "0");
+  Tensor big(Shape{Index(detail::kHugePageThreshold / sizeof(float)) + 3}, 1.5f);
+  const auto addr = reinterpret_cast<std::uintptr_t>(big.data());
+  CHECK(addr % kAlignment == 0);
+  if (huge) CHECK(addr % (std::uintptr_t(2) << 20) == 0);
+  CHECK(big[0] == 1.5f);
+  CHECK(big[big.numel() - 1] == 1.5f);
+  Tensor copy = big;  // deep copy through the same allocator
+  CHECK(copy[big.numel() - 1] == 1.5f);
+  CHECK(copy.data() != big.data());
+  Tensor small(Shape{16});
+  CHECK(reinterpret_cast<std::uintptr_t>(small.data()) % kAlignment == 0);
 }
 
 TEST_CASE("MatrixView blocks address the right elements") {

@@ -119,7 +119,14 @@ namespace detail {
 struct AlignedFree {
   void operator()(void* p) const { std::free(p); }
 };
+/// Buffers of at least this size go to huge_page_alloc (src/core/memory.cpp).
+inline constexpr std::size_t kHugePageThreshold = std::size_t(4) << 20;
+/// 2 MiB-aligned allocation advised for transparent huge pages (Linux madvise mode), unless
+/// MTRANK_HUGE_PAGES=0: embedding tables, optimiser state and large workspaces are read at
+/// random rows, where 4 KiB pages make most accesses TLB misses. Freed with std::free.
+void* huge_page_alloc(std::size_t bytes);
 inline void* aligned_alloc_bytes(std::size_t bytes) {
+  if (bytes >= kHugePageThreshold) return huge_page_alloc(bytes);
   std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   if (rounded == 0) rounded = kAlignment;
   void* p = std::aligned_alloc(kAlignment, rounded);
