@@ -31,7 +31,7 @@ void check_din(const std::string& name, bool fused, double rtol, double atol) {
 }
 }  // namespace
 
-TEST_CASE("DinAttention matches PyTorch (PReLU, raw weights; softmax + length normalisation)") {
+TEST_CASE("DinAttention matches PyTorch (PReLU, raw weights, softmax + length normalisation)") {
   for (const char* name : {"din_raw", "din_softmax_norm"})
     for (bool fused : {true, false}) {
       INFO(name << " fused " << fused);

@@ -116,7 +116,7 @@ TEST_CASE("ExactSearchUnit gradients (add and concat time embeddings, empty retr
   }
 }
 
-TEST_CASE("SIM pipeline: GSU selection feeds the ESU; behaviour gradients scatter back") {
+TEST_CASE("SIM pipeline: GSU selection feeds the ESU, behaviour gradients scatter back") {
   ParameterArenaT<double> arena(5);
   ExactSearchUnit<double> esu(arena, "esu", {.embed_dim = 2, .num_heads = 1, .time_buckets = 4});
   Rng rng(6);

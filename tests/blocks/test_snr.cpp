@@ -197,7 +197,7 @@ TEST_CASE("SNR-Trans and SNR-Aver gradients match finite differences") {
   }
 }
 
-TEST_CASE("SNR: training samples fresh codes; inference is deterministic") {
+TEST_CASE("SNR: training samples fresh codes, inference is deterministic") {
   ParameterArena arena(1);
   SnrTransBackbone<nn::Mlp<float>> snr(arena, "", {.in = 3, .num_tasks = 2,
                                                    .stages = {{.num_subnets = 2, .subnet = {.layers = {4}}},

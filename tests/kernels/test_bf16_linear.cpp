@@ -96,7 +96,8 @@ TEST_CASE("bf16 weight copies: reused, rebuilt after invalidation or a new point
   REQUIRE(wb.copies() == 1);
 }
 
-TEST_CASE("Mlp inference in bf16 mode stays close to f32; training never uses bf16", "[kernels][bf16][nn]") {
+TEST_CASE("Mlp serving in bf16 mode stays close to f32, training and plain inference never use bf16",
+          "[kernels][bf16][nn]") {
   if (!bf16_available()) {
     WARN("skipped: no AVX512_BF16");
     return;
@@ -105,26 +106,29 @@ TEST_CASE("Mlp inference in bf16 mode stays close to f32; training never uses bf
   nn::Mlp<float> mlp(arena, "mlp", {.in = 64, .layers = {128, 64, 1}, .activation = nn::ActivationKind::relu,
                                     .activate_last = false});
   Rng rng(2);
-  auto x = mtrank::testing::random_tensor<float>(Shape{5, 64}, rng);
+  constexpr Index B = kBf16MaxRows;  // bf16 weights serve batches of at most this many rows
+  auto x = mtrank::testing::random_tensor<float>(Shape{B, 64}, rng);
   nn::Mlp<float>::Workspace ws;
   const auto y32 = mlp.forward(x.matrix(), ws);
-  std::vector<float> f32(y32.data, y32.data + 5);
+  std::vector<float> f32(y32.data, y32.data + B);
   std::vector<float> b16;
   {
     Bf16Mode on;
-    const auto y = mlp.forward(x.matrix(), ws);
-    b16.assign(y.data, y.data + 5);
+    const auto y = mlp.forward(x.matrix(), ws, Context::serving());
+    b16.assign(y.data, y.data + B);
+    const auto yi = mlp.forward(x.matrix(), ws);  // plain inference reads the live f32 weights
+    for (Index i = 0; i < B; ++i) REQUIRE(yi(i, 0) == f32[i]);
     Rng r(3);
     const auto yt = mlp.forward(x.matrix(), ws, Context::train(r));  // training: f32
-    for (Index i = 0; i < 5; ++i) REQUIRE(yt(i, 0) == f32[i]);
+    for (Index i = 0; i < B; ++i) REQUIRE(yt(i, 0) == f32[i]);
   }
   double num = 0, den = 0;
-  for (Index i = 0; i < 5; ++i) {
+  for (Index i = 0; i < B; ++i) {
     num += (b16[i] - f32[i]) * (b16[i] - f32[i]);
     den += f32[i] * f32[i];
   }
   REQUIRE(std::sqrt(num / den) <= 2e-2);
   REQUIRE(b16 != f32);  // the bf16 path really ran
   const auto y_after = mlp.forward(x.matrix(), ws);  // mode off again: f32 bits
-  for (Index i = 0; i < 5; ++i) REQUIRE(y_after(i, 0) == f32[i]);
+  for (Index i = 0; i < B; ++i) REQUIRE(y_after(i, 0) == f32[i]);
 }

@@ -84,7 +84,7 @@ TEST_CASE("f32_linear_fused matches the reference for every implementation, acti
   }
 }
 
-TEST_CASE("f32_linear_backward matches the reference (dW, db accumulate; dx overwrites)", "[kernels][onednn]") {
+TEST_CASE("f32_linear_backward matches the reference (dW, db accumulate, dx overwrites)", "[kernels][onednn]") {
   const Index M = GENERATE(1, 2, 5, 64);
   const Index K = GENERATE(1, 7, 33, 100);
   const Index N = GENERATE(1, 3, 17, 100);

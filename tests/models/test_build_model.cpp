@@ -150,7 +150,7 @@ TEST_CASE("Ids out of range and NaN dense values are rejected with the field nam
   CHECK_THROWS_WITH(model->forward(b, *ws, Context::inference()), Catch::Contains("hour_sin"));
 }
 
-TEST_CASE("Same seed gives bit-identical training; a resumed run continues exactly") {
+TEST_CASE("Same seed gives bit-identical training, a resumed run continues exactly") {
   const auto& d = small_feed();
   auto run = [&](int epochs, const std::string& ckpt_in, const std::string& ckpt_out) {
     auto model = models::build_model(config_for("mmoe"));
@@ -246,7 +246,7 @@ TEST_CASE("An empty batch runs forward and backward for every model type (found 
   }
 }
 
-TEST_CASE("Dense input columns get no gradient computed; the gradients stay right") {
+TEST_CASE("Dense input columns get no gradient computed, the gradients stay right") {
   // Dense-only: the net skips its input gradient. Sparse + dense (dense block last): the layers
   // reading x compute dx for the embedding columns only (tests/blocks/test_input_grad_limit.cpp
   // checks the backbones exactly). Float central differences check the layers reading x, a

@@ -95,7 +95,7 @@ TEST_CASE("Gru BPTT gradients match finite differences (variable lengths, empty 
   }
 }
 
-TEST_CASE("Gru max_len: truncation keeps the most recent items; reject throws") {
+TEST_CASE("Gru max_len: truncation keeps the most recent items, reject throws") {
   ParameterArenaT<double> arena(5);
   Gru<double> gru(arena, "g", {.input = 2, .hidden = 3, .max_len = 2});
   Rng rng(6);

@@ -80,7 +80,7 @@ TEST_CASE("TransformerEncoder with learned positions and with time-gap buckets: 
   }
 }
 
-TEST_CASE("TransformerEncoder: truncation equals encoding the most recent items; bad input") {
+TEST_CASE("TransformerEncoder: truncation equals encoding the most recent items, bad input") {
   ParameterArenaT<double> arena(5);
   TransformerEncoderOptions opt{.layer = {.d_model = 4, .nhead = 1, .dim_feedforward = 4, .dropout = 0.0},
                                 .position = PositionKind::learned,

@@ -136,7 +136,7 @@ TEST_CASE("evaluate_tasks: per-task metrics with masks, users and kinds") {
                     Catch::Contains("1 task kinds for 2"));
 }
 
-TEST_CASE("MetricAccumulator: batches add up to the whole; bad batches change nothing") {
+TEST_CASE("MetricAccumulator: batches add up to the whole, bad batches change nothing") {
   Rng rng(4);
   const Index N = 200, K = 3;
   Tensor p(Shape{N, K}), y(Shape{N, K}), m(Shape{N, K});
