@@ -292,7 +292,7 @@ def grid(quick):
                 cells += [(c, b, 1, m) for m in ("infer_bf16", "infer_int8") for b in (1, 256)]
             cells += [(c, 1024, 2, "infer")]
             cells += [(c, b, 1, "train") for b in (256, 1024)]
-            if c == "mmoe":
+            if c in ("mmoe", "ple", "mmoe_full"):  # built models: data-parallel Trainer steps
                 cells += [(c, 1024, 2, "train")]
     return cells
 

@@ -106,6 +106,19 @@ double Trainer::train_step(const data::Batch& batch) {
   arena.zero_grad();
   const Context ctx = Context::train(step_rng);
   ConstMat out = model_.forward(batch, *ws_, ctx);
+  const double total = loss_and_output_gradient(out, batch);
+  const ConstMat g = grad_.matrix();
+  if (pcgrad_step) {
+    pcgrad_backward(g);
+  } else {
+    model_.backward(g, *ws_);
+  }
+  optimizer_.step(arena);
+  ++global_step_;
+  return total;
+}
+
+double Trainer::loss_and_output_gradient(ConstMat out, const data::Batch& batch) {
   Mat g = ensure(grad_, out.rows, out.cols);
   LossResult r = loss_.compute(out, batch.labels.matrix(), batch.label_mask.matrix(), g);
   double total = r.total;
@@ -114,14 +127,8 @@ double Trainer::train_step(const data::Batch& batch) {
     total = uwl_->combine(r.task_loss, scale, r.task_count);
     scale_task_gradients<float>(g, scale);
   }
+  // The regulariser's gradient goes into the model's arena (after its gradients were zeroed).
   if (opt_.penalty_weight != 0) total += model_.penalty(opt_.penalty_weight);
-  if (pcgrad_step) {
-    pcgrad_backward(g);
-  } else {
-    model_.backward(g, *ws_);
-  }
-  optimizer_.step(arena);
-  ++global_step_;
   return total;
 }
 
@@ -162,17 +169,8 @@ double Trainer::data_parallel_step(const data::Batch& batch, int slices, const R
             "], expected [", rows, ", ", K, "]");
     for (Index r = 0; r < rows; ++r) std::copy(part.row(r), part.row(r) + K, y.row(r0 + r));
   }
-  Mat g = ensure(grad_, B, K);
-  LossResult r = loss_.compute(y, batch.labels.matrix(), batch.label_mask.matrix(), g);
-  double total = r.total;
-  if (uwl_) {
-    std::vector<double> scale(static_cast<std::size_t>(model_.num_tasks()));
-    total = uwl_->combine(r.task_loss, scale, r.task_count);
-    scale_task_gradients<float>(g, scale);
-  }
-  if (opt_.penalty_weight != 0) total += model_.penalty(opt_.penalty_weight);
-
-  const ConstMat gc = g;
+  const double total = loss_and_output_gradient(y, batch);
+  const ConstMat gc = grad_.matrix();
   models::for_each_row_slice(B, slices, [&](int s, Index begin, Index end) {
     slice_model(s).backward(gc.row_block(begin, end - begin), slice_ws(s));
   });

@@ -109,6 +109,9 @@ class Trainer {
   int last_slices() const { return last_slices_; }
 
  private:
+  /// Loss of `out` on the batch's labels (UWL-combined, plus the model's penalty); writes
+  /// d total / d out into grad_.
+  double loss_and_output_gradient(ConstMat out, const data::Batch& batch);
   double data_parallel_step(const data::Batch& batch, int slices, const Rng& step_rng);
   void ensure_replicas(int slices);
   void plan_reduction(int slices);
