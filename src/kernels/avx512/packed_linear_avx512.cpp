@@ -83,7 +83,7 @@ constexpr std::array<std::array<Bf16TileFn, MaxRows>, sizeof...(P)> bf16_tile_ta
 constexpr auto kBf16MainTiles = bf16_tile_table<kMaxRows>(std::make_index_sequence<kMainPanels>{});
 constexpr auto kBf16SmallTiles = bf16_tile_table<kSmallRows>(std::make_index_sequence<kSmallPanels>{});
 
-// Same loop order as f32_packed_block (packed_linear_simd.inl), K counted in pairs.
+// The loop nest of packed_block (for_each_tile, packed_linear_simd.inl), K counted in pairs.
 void bf16_packed_block(const PackedBlockArgs& a) {
   const Index KP = (a.K + 1) / 2;
   const Index pstride = KP * 32;
@@ -95,33 +95,24 @@ void bf16_packed_block(const PackedBlockArgs& a) {
     for (Index i = 0; i < mr; ++i)
       for (Index kk = 0; kk < KP; ++kk) std::memcpy(xp + kk * mr + i, xrows + i * a.ldxb + 2 * kk, 4);
   }
+  // One row chunk: the scratch holds every row (bf16 serves small batches).
   constexpr Index kPairBlock = 256;
-  const Index np_max = a.M <= kSmallRows ? kSmallPanels : kMainPanels;
-  const Index kblocks = (KP + kPairBlock - 1) / kPairBlock;
-  const Index kc = (KP + kblocks - 1) / kblocks;
-  for (Index k0 = 0; k0 < KP; k0 += kc) {
-    const Index kn = KP - k0 < kc ? KP - k0 : kc;
-    for (Index p = a.p0, np = 0; p < a.p1; p += np) {
-      np = next_panels(a.p1 - p, np_max);
-      const Index col = p * 16;
-      for (Index m0 = 0; m0 < a.M; m0 += kMaxRows) {
-        const int mr = int(a.M - m0 < kMaxRows ? a.M - m0 : kMaxRows);
-        Bf16TileArgs t{.KP = kn,
-                       .x = scratch + m0 * KP + k0 * mr,
-                       .w = static_cast<const std::uint16_t*>(a.w) + p * pstride + k0 * 32,
-                       .pstride = pstride,
-                       .ncols = a.N - col < np * 16 ? a.N - col : np * 16,
-                       .b = a.b ? a.b + col : nullptr,
-                       .first = k0 == 0,
-                       .last = k0 + kn == KP,
-                       .relu = a.relu,
-                       .y = a.y + m0 * a.ldy + col,
-                       .ldy = a.ldy};
-        if (mr <= kSmallRows) kBf16SmallTiles[np - 1][mr - 1](t);
-        else kBf16MainTiles[np - 1][mr - 1](t);
-      }
-    }
-  }
+  for_each_tile(a.M, KP, kPairBlock, a.M, a.p0, a.p1, [&](Index m0, int mr, Index k0, Index kn, Index p, Index np) {
+    const Index col = p * 16;
+    Bf16TileArgs t{.KP = kn,
+                   .x = scratch + m0 * KP + k0 * mr,
+                   .w = static_cast<const std::uint16_t*>(a.w) + p * pstride + k0 * 32,
+                   .pstride = pstride,
+                   .ncols = a.N - col < np * 16 ? a.N - col : np * 16,
+                   .b = a.b ? a.b + col : nullptr,
+                   .first = k0 == 0,
+                   .last = k0 + kn == KP,
+                   .relu = a.relu,
+                   .y = a.y + m0 * a.ldy + col,
+                   .ldy = a.ldy};
+    if (mr <= kSmallRows) kBf16SmallTiles[np - 1][mr - 1](t);
+    else kBf16MainTiles[np - 1][mr - 1](t);
+  });
 }
 
 }  // namespace

@@ -113,41 +113,49 @@ inline Index next_panels(Index remaining, Index np_max) {
 }
 constexpr Index kRowChunk = 16 * kMaxRows;
 
+// The loop nest shared by every packed block (f32/int8 here, bf16 in the AVX-512 file): per chunk
+// of row_chunk rows, per block of k units (k values, or k pairs for bf16; blocks of at most
+// k_block, split evenly), per group of panels (next_panels), per row block of kMaxRows rows:
+// fn(m0, mr, k0, kn, p, np). Panels narrow to kSmallPanels-wide groups when M <= kSmallRows.
+template <class Fn>
+void for_each_tile(Index M, Index K, Index k_block, Index row_chunk, Index p0, Index p1, Fn&& fn) {
+  const Index np_max = M <= kSmallRows ? kSmallPanels : kMainPanels;
+  const Index kblocks = (K + k_block - 1) / k_block;
+  const Index kc = (K + kblocks - 1) / kblocks;
+  for (Index c0 = 0; c0 < M; c0 += row_chunk) {
+    const Index c1 = M - c0 < row_chunk ? M : c0 + row_chunk;
+    for (Index k0 = 0; k0 < K; k0 += kc) {
+      const Index kn = K - k0 < kc ? K - k0 : kc;
+      for (Index p = p0, np = 0; p < p1; p += np) {
+        np = next_panels(p1 - p, np_max);
+        for (Index m0 = c0; m0 < c1; m0 += kMaxRows) fn(m0, int(c1 - m0 < kMaxRows ? c1 - m0 : kMaxRows), k0, kn, p, np);
+      }
+    }
+  }
+}
+
 template <class WT>
 void packed_block(const PackedBlockArgs& a) {
   const Index W = Ops::W;
   const Index pstride = a.K * W;
-  const Index np_max = a.M <= kSmallRows ? kSmallPanels : kMainPanels;
-  const Index kblocks = (a.K + kKBlock - 1) / kKBlock;
-  const Index kc = (a.K + kblocks - 1) / kblocks;
-  for (Index c0 = 0; c0 < a.M; c0 += kRowChunk) {
-    const Index c1 = a.M - c0 < kRowChunk ? a.M : c0 + kRowChunk;
-    for (Index k0 = 0; k0 < a.K; k0 += kc) {
-      const Index kn = a.K - k0 < kc ? a.K - k0 : kc;
-      for (Index p = a.p0, np = 0; p < a.p1; p += np) {
-        np = next_panels(a.p1 - p, np_max);
-        const Index col = p * W;
-        for (Index m0 = c0; m0 < c1; m0 += kMaxRows) {
-          const int mr = int(c1 - m0 < kMaxRows ? c1 - m0 : kMaxRows);
-          TileArgs t{.K = kn,
-                     .x = a.x + m0 * a.ldx + k0,
-                     .ldx = a.ldx,
-                     .w = static_cast<const WT*>(a.w) + p * pstride + k0 * W,
-                     .pstride = pstride,
-                     .scale = a.scale ? a.scale + col : nullptr,
-                     .ncols = a.N - col < np * W ? a.N - col : np * W,
-                     .b = a.b ? a.b + col : nullptr,
-                     .first = k0 == 0,
-                     .last = k0 + kn == a.K,
-                     .relu = a.relu,
-                     .y = a.y + m0 * a.ldy + col,
-                     .ldy = a.ldy};
-          if (mr <= kSmallRows) kSmallTiles<WT>[np - 1][mr - 1](t);
-          else kMainTiles<WT>[np - 1][mr - 1](t);
-        }
-      }
-    }
-  }
+  for_each_tile(a.M, a.K, kKBlock, kRowChunk, a.p0, a.p1, [&](Index m0, int mr, Index k0, Index kn, Index p, Index np) {
+    const Index col = p * W;
+    TileArgs t{.K = kn,
+               .x = a.x + m0 * a.ldx + k0,
+               .ldx = a.ldx,
+               .w = static_cast<const WT*>(a.w) + p * pstride + k0 * W,
+               .pstride = pstride,
+               .scale = a.scale ? a.scale + col : nullptr,
+               .ncols = a.N - col < np * W ? a.N - col : np * W,
+               .b = a.b ? a.b + col : nullptr,
+               .first = k0 == 0,
+               .last = k0 + kn == a.K,
+               .relu = a.relu,
+               .y = a.y + m0 * a.ldy + col,
+               .ldy = a.ldy};
+    if (mr <= kSmallRows) kSmallTiles<WT>[np - 1][mr - 1](t);
+    else kMainTiles<WT>[np - 1][mr - 1](t);
+  });
 }
 
 void f32_packed_block(const PackedBlockArgs& a) { packed_block<float>(a); }
