@@ -280,7 +280,8 @@ std::pair<double, std::vector<TaskMetrics>> Trainer::evaluate(const data::Datase
     names.push_back(t.name);
   }
   MetricAccumulator acc(kinds, names);
-  auto ws = model_.make_workspace();
+  // Row slices over num_threads() threads (one slice, i.e. Model::forward, at one thread).
+  models::ParallelInference scorer(model_);
   data::Batch b;
   Tensor probs;
   double loss_sum = 0;
@@ -288,7 +289,7 @@ std::pair<double, std::vector<TaskMetrics>> Trainer::evaluate(const data::Datase
   for (Index s = 0; s < data.rows; s += opt_.eval_batch_size) {
     const Index e = std::min(data.rows, s + opt_.eval_batch_size);
     data.slice(s, e, b);
-    ConstMat out = model_.forward(b, *ws, Context::inference());
+    ConstMat out = scorer.forward(b);
     LossResult r = loss_.compute(out, b.labels.matrix(), b.label_mask.matrix(), Mat{});
     loss_sum += r.total * double(e - s);
     rows += e - s;

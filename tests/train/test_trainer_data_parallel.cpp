@@ -271,3 +271,24 @@ TEST_CASE("data-parallel steps fall back to one slice where they must", "[train]
   CHECK_THROWS_WITH(train::Trainer(*model, sgd, {.data_parallel_min_rows = -1}),
                     Contains("trainer.data_parallel_min_rows"));
 }
+
+TEST_CASE("Trainer::evaluate scores row slices on every thread and agrees with one thread", "[train][parallel]") {
+  SKIP_OPENMP_TEAMS_UNDER_TSAN();
+  auto model = build(mmoe_json());
+  train::Sgd sgd({.lr = 0.01});
+  train::Trainer t(*model, sgd, {.eval_batch_size = 500, .progress = 2});
+  const auto one = t.evaluate(feed());
+  std::pair<double, std::vector<train::TaskMetrics>> two;
+  {
+    ThreadsGuard g(2);
+    two = t.evaluate(feed());
+  }
+  CHECK(std::abs(one.first - two.first) <= 1e-6 * std::abs(one.first));
+  REQUIRE(one.second.size() == two.second.size());
+  for (std::size_t k = 0; k < one.second.size(); ++k) {
+    CAPTURE(k);
+    CHECK(one.second[k].count == two.second[k].count);
+    CHECK(std::abs(one.second[k].auc - two.second[k].auc) <= 1e-6);
+    CHECK(std::abs(one.second[k].log_loss - two.second[k].log_loss) <= 1e-6);
+  }
+}
