@@ -11,6 +11,7 @@
 
 #include "mtrank/core/rng.hpp"
 #include "mtrank/core/tensor.hpp"
+#include "mtrank/core/threading.hpp"
 
 namespace mtrank::testing {
 
@@ -48,7 +49,32 @@ inline std::vector<double> random_vector(std::size_t n, Rng& rng) {
   return v;
 }
 
+/// Sets the intra-op thread count for a scope and restores the default of 1 (other tests assume it).
+struct ThreadsGuard {
+  explicit ThreadsGuard(int n) { set_num_threads(n); }
+  ~ThreadsGuard() { set_num_threads(1); }
+  ThreadsGuard(const ThreadsGuard&) = delete;
+  ThreadsGuard& operator=(const ThreadsGuard&) = delete;
+};
+
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kOpenMpInvisibleToTsan = true;
+#else
+inline constexpr bool kOpenMpInvisibleToTsan = false;
+#endif
+
 }  // namespace mtrank::testing
+
+// libgomp is not built with TSan, so TSan cannot see the fork/join synchronisation of a parallel
+// region and reports the compiler-generated argument block of `#pragma omp parallel` (written by
+// the caller, read by the team) as a race: cases that start OpenMP teams skip under TSan.
+#define MTRANK_SKIP_OPENMP_TEAMS_UNDER_TSAN()                                             \
+  do {                                                                                    \
+    if (mtrank::testing::kOpenMpInvisibleToTsan) {                                        \
+      WARN("skipped under TSan: libgomp's fork/join is not visible to ThreadSanitizer"); \
+      return;                                                                             \
+    }                                                                                     \
+  } while (0)
 
 #define MTRANK_SKIP_WITHOUT_DATA(dir)                                   \
   do {                                                                  \

@@ -9,22 +9,11 @@
 #include "mtrank/io/safetensors.hpp"
 #include "mtrank/models/model.hpp"
 #include "testing.hpp"
+#include "torch_model_fixture.hpp"
 
 using namespace mtrank;
 
 namespace {
-
-// |got - want| <= 1e-5 * max(|want|, 0.05 * max|want over the tensor|, 1e-2), as in
-// test_esmm_torch.cpp: relative 1e-5 with a small absolute floor for entries near zero.
-void expect_close(const float* got, const Tensor& want, const std::string& what) {
-  double scale = 0;
-  for (Index i = 0; i < want.numel(); ++i) scale = std::max(scale, double(std::abs(want[i])));
-  for (Index i = 0; i < want.numel(); ++i) {
-    const double tol = 1e-5 * std::max({double(std::abs(want[i])), 0.05 * scale, 1e-2});
-    INFO(what << "[" << i << "] got " << got[i] << " want " << want[i]);
-    CHECK(std::abs(double(got[i]) - double(want[i])) <= tol);
-  }
-}
 
 void expect_output(ConstMat out, const io::SafetensorsFile& file, const std::string& name) {
   const Tensor want = file.to_float(name);
@@ -34,7 +23,7 @@ void expect_output(ConstMat out, const io::SafetensorsFile& file, const std::str
   std::vector<float> got;
   for (Index b = 0; b < out.rows; ++b)
     for (Index k = 0; k < out.cols; ++k) got.push_back(out(b, k));
-  expect_close(got.data(), want, name);
+  test::expect_close(got.data(), want, name);
 }
 
 data::Batch fixture_batch(const io::SafetensorsFile& file, const data::FeatureSchema& schema) {
@@ -106,15 +95,7 @@ Checked check_fixture(const std::string& name, const std::vector<std::string>& m
     }
     const Tensor want = file.to_float("grad." + p.name);
     REQUIRE(want.numel() == p.numel());
-    std::vector<float> got(static_cast<std::size_t>(p.numel()), 0.0f);
-    if (p.sparse) {
-      const Index w = p.sparse_grad.width();
-      for (std::size_t s = 0; s < p.sparse_grad.rows().size(); ++s)
-        for (Index c = 0; c < w; ++c) got[p.sparse_grad.rows()[s] * w + c] += p.sparse_grad.values()[s * w + c];
-    } else {
-      std::copy(p.grad, p.grad + p.numel(), got.begin());
-    }
-    expect_close(got.data(), want, "grad." + p.name);
+    test::expect_close(test::dense_gradient(p).data(), want, "grad." + p.name);
     ++n.trainable;
   }
   // ... and the PyTorch model has no parameter the arena lacks.

@@ -45,25 +45,7 @@ std::unique_ptr<models::Model> mmoe_model() {
   return models::build_model({{"schema", json(feed().schema)}, {"model", m}, {"seed", 3}});
 }
 
-#if defined(__SANITIZE_THREAD__)
-constexpr bool kOpenMpInvisibleToTsan = true;
-#else
-constexpr bool kOpenMpInvisibleToTsan = false;
-#endif
-
-#define SKIP_OPENMP_TEAMS_UNDER_TSAN()                                                    \
-  do {                                                                                    \
-    if (kOpenMpInvisibleToTsan) {                                                         \
-      WARN("skipped under TSan: libgomp's fork/join is not visible to ThreadSanitizer"); \
-      return;                                                                             \
-    }                                                                                     \
-  } while (0)
-
-/// Restores the default of one intra-op thread when a test ends (other tests assume it).
-struct ThreadsGuard {
-  explicit ThreadsGuard(int n) { set_num_threads(n); }
-  ~ThreadsGuard() { set_num_threads(1); }
-};
+using mtrank::testing::ThreadsGuard;
 
 Tensor copy_of(ConstMat y) {
   Tensor t(Shape{y.rows, y.cols});
@@ -111,7 +93,7 @@ TEST_CASE("row_slice_count keeps small batches on one slice and caps at the thre
 }
 
 TEST_CASE("for_each_row_slice covers every row once and rethrows the lowest failing slice", "[parallel]") {
-  SKIP_OPENMP_TEAMS_UNDER_TSAN();
+  MTRANK_SKIP_OPENMP_TEAMS_UNDER_TSAN();
   ThreadsGuard threads(3);
   std::vector<std::atomic<int>> hits(1001);
   models::for_each_row_slice(1001, 3, [&](int, Index b, Index e) {
@@ -167,7 +149,7 @@ TEST_CASE("slice_batch slices every column and rebases sequence offsets", "[para
 }
 
 TEST_CASE("ParallelInference matches the sequential forward on mmoe", "[parallel]") {
-  SKIP_OPENMP_TEAMS_UNDER_TSAN();
+  MTRANK_SKIP_OPENMP_TEAMS_UNDER_TSAN();
   const auto& d = feed();
   auto model = mmoe_model();
   auto ws = model->make_workspace();
@@ -204,7 +186,7 @@ TEST_CASE("ParallelInference matches the sequential forward on mmoe", "[parallel
 }
 
 TEST_CASE("ParallelInference rethrows errors from a slice as mtrank::Error naming the problem", "[parallel]") {
-  SKIP_OPENMP_TEAMS_UNDER_TSAN();
+  MTRANK_SKIP_OPENMP_TEAMS_UNDER_TSAN();
   const auto& d = feed();
   auto model = mmoe_model();
   models::ParallelInference pi(*model);
@@ -230,7 +212,7 @@ TEST_CASE("ParallelInference rethrows errors from a slice as mtrank::Error namin
 }
 
 TEST_CASE("Predictor::score(batch) is batch-parallel with several threads and matches one thread", "[parallel]") {
-  SKIP_OPENMP_TEAMS_UNDER_TSAN();
+  MTRANK_SKIP_OPENMP_TEAMS_UNDER_TSAN();
   const auto& d = feed();
   serve::Predictor p(mmoe_model());
   data::Batch batch;

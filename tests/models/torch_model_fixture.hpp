@@ -34,6 +34,25 @@ inline Index count_far(const float* got, const Tensor& want, const std::string& 
   return bad;
 }
 
+/// count_far where the caller needs no count.
+inline void expect_close(const float* got, const Tensor& want, const std::string& what, double rel = 1e-5) {
+  count_far(got, want, what, rel);
+}
+
+/// A parameter's gradient as a dense vector of numel() entries (sparse-row gradients scattered
+/// into their rows).
+inline std::vector<float> dense_gradient(const Parameter<float>& p) {
+  std::vector<float> got(static_cast<std::size_t>(p.numel()), 0.0f);
+  if (p.sparse) {
+    const Index w = p.sparse_grad.width();
+    for (std::size_t s = 0; s < p.sparse_grad.rows().size(); ++s)
+      for (Index c = 0; c < w; ++c) got[p.sparse_grad.rows()[s] * w + c] += p.sparse_grad.values()[s * w + c];
+  } else {
+    std::copy(p.grad, p.grad + p.numel(), got.begin());
+  }
+  return got;
+}
+
 struct TorchFixtureResult {
   Index parameters = 0;       // parameters whose gradient was compared
   Index nonzero_grads = 0;    // of those, parameters with a non-zero expected gradient
@@ -105,15 +124,7 @@ inline TorchFixtureResult run_torch_fixture(const std::string& name, const Noise
   for (auto& p : model->arena().parameters()) {
     const Tensor want = file.to_float("grad." + p.name);
     REQUIRE(want.numel() == p.numel());
-    std::vector<float> got(static_cast<std::size_t>(p.numel()), 0.0f);
-    if (p.sparse) {
-      const Index w = p.sparse_grad.width();
-      for (std::size_t s = 0; s < p.sparse_grad.rows().size(); ++s)
-        for (Index c = 0; c < w; ++c) got[p.sparse_grad.rows()[s] * w + c] += p.sparse_grad.values()[s * w + c];
-    } else {
-      std::copy(p.grad, p.grad + p.numel(), got.begin());
-    }
-    res.mismatches += count_far(got.data(), want, name + " grad." + p.name, rel);
+    res.mismatches += count_far(dense_gradient(p).data(), want, name + " grad." + p.name, rel);
     ++res.parameters;
     bool nonzero = false;
     for (Index i = 0; i < want.numel(); ++i) nonzero = nonzero || want[i] != 0.0f;

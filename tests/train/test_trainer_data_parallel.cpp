@@ -4,8 +4,8 @@
 // keeps buffers following slice 0, and falls back to one slice for small batches, PCGrad and
 // data_parallel_min_rows = 0.
 //
-// Cases that start OpenMP teams are skipped under ThreadSanitizer (see
-// tests/models/test_parallel_inference.cpp: libgomp's fork/join is invisible to TSan).
+// Cases that start OpenMP teams are skipped under ThreadSanitizer (MTRANK_SKIP_OPENMP_TEAMS_UNDER_TSAN
+// in testing.hpp: libgomp's fork/join is invisible to TSan).
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -24,23 +24,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-#if defined(__SANITIZE_THREAD__)
-constexpr bool kUnderTsan = true;
-#else
-constexpr bool kUnderTsan = false;
-#endif
-#define SKIP_OPENMP_TEAMS_UNDER_TSAN()                                                    \
-  do {                                                                                    \
-    if (kUnderTsan) {                                                                     \
-      WARN("skipped under TSan: libgomp's fork/join is not visible to ThreadSanitizer"); \
-      return;                                                                             \
-    }                                                                                     \
-  } while (0)
-
-struct ThreadsGuard {
-  explicit ThreadsGuard(int n) { set_num_threads(n); }
-  ~ThreadsGuard() { set_num_threads(1); }
-};
+using mtrank::testing::ThreadsGuard;
 
 // Sparse, dense and sequence fields: embeddings (sparse rows) and dense layers both get gradients.
 const data::Dataset& feed() {
@@ -151,7 +135,7 @@ TEST_CASE("make_gradient_replica rejects a model it cannot rebuild", "[train][pa
 }
 
 TEST_CASE("a data-parallel step gives the one-slice gradients", "[train][parallel]") {
-  SKIP_OPENMP_TEAMS_UNDER_TSAN();
+  MTRANK_SKIP_OPENMP_TEAMS_UNDER_TSAN();
   for (const char* kind : {"mmoe", "mmoe+uwl", "shared_bottom"}) {
     CAPTURE(kind);
     json m = std::string(kind) == "shared_bottom"
@@ -202,7 +186,7 @@ TEST_CASE("a data-parallel step gives the one-slice gradients", "[train][paralle
 }
 
 TEST_CASE("data-parallel training is bit-identical for the same thread count", "[train][parallel]") {
-  SKIP_OPENMP_TEAMS_UNDER_TSAN();
+  MTRANK_SKIP_OPENMP_TEAMS_UNDER_TSAN();
   ThreadsGuard g(2);
   json m = mmoe_json();
   m["tower"]["dropout"] = 0.2;  // per-slice RNG streams
@@ -221,7 +205,7 @@ TEST_CASE("data-parallel training is bit-identical for the same thread count", "
 }
 
 TEST_CASE("data-parallel buffers follow slice 0", "[train][parallel]") {
-  SKIP_OPENMP_TEAMS_UNDER_TSAN();
+  MTRANK_SKIP_OPENMP_TEAMS_UNDER_TSAN();
   json m = mmoe_json();
   m["tower"]["batch_norm"] = true;
   auto two = build(m), slice0 = build(m);
@@ -247,7 +231,7 @@ TEST_CASE("data-parallel buffers follow slice 0", "[train][parallel]") {
 }
 
 TEST_CASE("data-parallel steps fall back to one slice where they must", "[train][parallel]") {
-  SKIP_OPENMP_TEAMS_UNDER_TSAN();
+  MTRANK_SKIP_OPENMP_TEAMS_UNDER_TSAN();
   ThreadsGuard g(2);
   auto model = build(mmoe_json());
   train::Sgd sgd({.lr = 0.01});
@@ -273,7 +257,7 @@ TEST_CASE("data-parallel steps fall back to one slice where they must", "[train]
 }
 
 TEST_CASE("Trainer::evaluate scores row slices on every thread and agrees with one thread", "[train][parallel]") {
-  SKIP_OPENMP_TEAMS_UNDER_TSAN();
+  MTRANK_SKIP_OPENMP_TEAMS_UNDER_TSAN();
   auto model = build(mmoe_json());
   train::Sgd sgd({.lr = 0.01});
   train::Trainer t(*model, sgd, {.eval_batch_size = 500, .progress = 2});
