@@ -317,7 +317,7 @@ std::unique_ptr<Model> make_gradient_replica(const Model& model) {
   // added to the model's arena after it was built (a trainer's "uwl.*") need no replica.
   const ParameterArena& a = replica->arena();
   for (const auto& p : a.parameters())
-    if (p.trainable && p.value != model.arena().at_const(p.name).value)
+    if (p.trainable && p.value != model.arena().at(p.name).value)
       fail("make_gradient_replica: parameter '", p.name, "' is not shared with the model");
   return replica;
 }

@@ -106,7 +106,7 @@ class ParameterArenaT {
   void copy_buffers_from(const ParameterArenaT& source) {
     for (auto& p : params_) {
       if (p.trainable) continue;
-      const Parameter<T>& s = source.at_const(p.name);
+      const Parameter<T>& s = source.at(p.name);
       std::memcpy(p.value, s.value, sizeof(T) * static_cast<std::size_t>(p.numel()));
     }
   }
@@ -162,7 +162,7 @@ class ParameterArenaT {
     if (!p) fail("parameter arena: no parameter named '", name, "'");
     return *p;
   }
-  const Parameter<T>& at_const(std::string_view name) const {
+  const Parameter<T>& at(std::string_view name) const {
     const Parameter<T>* p = find(name);
     if (!p) fail("parameter arena: no parameter named '", name, "'");
     return *p;
