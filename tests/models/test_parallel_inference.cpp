@@ -28,14 +28,8 @@ namespace {
 // The feed simulator's schema has sparse, dense and sequence fields, user and scene columns, so
 // slicing is exercised on every column a model reads.
 const data::Dataset& feed() {
-  static const data::Dataset d = [] {
-    data::FeedSimulatorOptions o;
-    o.impressions = 1500;
-    o.users = 100;
-    o.items = 300;
-    o.seed = 11;
-    return data::make_feed_dataset(o);
-  }();
+  static const data::Dataset d =
+      data::make_feed_dataset({.users = 100, .items = 300, .impressions = 1500, .seed = 11});
   return d;
 }
 

@@ -28,14 +28,8 @@ using mtrank::testing::ThreadsGuard;
 
 // Sparse, dense and sequence fields: embeddings (sparse rows) and dense layers both get gradients.
 const data::Dataset& feed() {
-  static const data::Dataset d = [] {
-    data::FeedSimulatorOptions o;
-    o.impressions = 1200;
-    o.users = 80;
-    o.items = 200;
-    o.seed = 5;
-    return data::make_feed_dataset(o);
-  }();
+  static const data::Dataset d =
+      data::make_feed_dataset({.users = 80, .items = 200, .impressions = 1200, .seed = 5});
   return d;
 }
 
