@@ -4,7 +4,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config ccache
   libeigen3-dev libxtensor-dev libxsimd-dev nlohmann-json3-dev
-  libdnnl-dev
+  libdnnl-dev ocl-icd-opencl-dev  # dnnl-config.cmake finds OpenCL (a Recommends that --no-install-recommends drops)
   catch2 libbenchmark-dev
   clang libclang-rt-14-dev
   libcpp-httplib-dev libcli11-dev

@@ -7,6 +7,7 @@
 #include "mtrank/blocks/ple.hpp"
 #include "mtrank/blocks/snr.hpp"
 #include "mtrank/io/json_util.hpp"
+#include "mtrank/kernels/bf16.hpp"
 #include "mtrank/models/embedded_model.hpp"
 #include "mtrank/models/interest_model.hpp"
 #include "mtrank/models/mm_fusion.hpp"
@@ -21,6 +22,12 @@ using io::get_required;
 using io::json;
 
 void Model::predict(const data::Batch& batch, Workspace& ws, Mat out) const { to_predictions(serve(batch, ws), out); }
+
+void Model::set_serving_weights(ServingWeights w) {
+  if (w == ServingWeights::bf16)
+    require(kernels::bf16_available(), "serving weights \"bf16\": this CPU lacks AVX512_BF16 (or MTRANK_ISA caps below avx512)");
+  serving_weights_ = w;
+}
 
 void Model::to_predictions(ConstMat y, Mat out) const {
   require_shape(out, y.rows, y.cols, "Model::predict output");

@@ -153,7 +153,15 @@ ServingConfig parse_serving(const json& j, const data::FeatureSchema& schema, co
   ServingConfig c;
   if (!j.is_null()) {
     if (!j.is_object()) fail(path, ": expected an object");
-    io::reject_unknown_keys(j, {"candidate_fields", "fusion", "max_candidates", "max_sequence_length"}, path);
+    io::reject_unknown_keys(j, {"candidate_fields", "fusion", "max_candidates", "max_sequence_length", "weights"}, path);
+    if (auto it = j.find("weights"); it != j.end()) {
+      if (!it->is_string()) fail(path, ".weights: expected \"f32\", \"bf16\" or \"int8\", got ", it->dump());
+      try {
+        c.weights = parse_serving_weights(it->get<std::string>());
+      } catch (const Error& e) {
+        fail(path, ".weights: ", e.what());
+      }
+    }
     if (auto it = j.find("candidate_fields"); it != j.end()) {
       if (!it->is_array()) fail(path, ".candidate_fields: expected an array of field names");
       for (auto& e : *it) {
@@ -184,6 +192,8 @@ Predictor::Predictor(std::unique_ptr<models::Model> model, PredictorOptions opti
   json serving = options.serving;
   if (serving.is_null() && cfg.is_object() && cfg.contains("serving")) serving = cfg["serving"];
   serving_ = parse_serving(serving, schema, options.serving.is_null() ? "config.serving" : "serving");
+  if (options.weights) serving_.weights = *options.weights;
+  model_->set_serving_weights(serving_.weights);  // the serving plan, applied once before warm-up
   if (options.check_finite)
     for (const auto& p : model_->arena().parameters())
       for (Index i = 0; i < p.numel(); ++i)

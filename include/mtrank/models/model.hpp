@@ -47,8 +47,16 @@ class Model {
   /// Regularisation added to the loss (e.g. SNR's L0 penalty) times weight; accumulates its gradient.
   virtual double penalty(double weight) const { return 0.0; }
   /// Outputs used at serving: training-only terms (bias networks) are dropped. Default: forward
-  /// with Context::serving() (weights fixed between calls: packed-weight kernels).
-  virtual ConstMat serve(const data::Batch& batch, Workspace& ws) const { return forward(batch, ws, Context::serving()); }
+  /// with serving_context() (weights fixed between calls: packed-weight kernels in the model's
+  /// serving weight format).
+  virtual ConstMat serve(const data::Batch& batch, Workspace& ws) const { return forward(batch, ws, serving_context()); }
+
+  /// The serving plan's weight format (default f32). Set once before serving starts (the
+  /// Predictor applies its ServingConfig::weights at construction); two models in one process
+  /// may use different formats. Throws when the CPU cannot run the format (bf16 without AVX512_BF16).
+  void set_serving_weights(ServingWeights w);
+  ServingWeights serving_weights() const { return serving_weights_; }
+  Context serving_context() const { return Context::serving(serving_weights_); }
 
   /// Probabilities for binary tasks (sigmoid of the logit), raw values for regression, into out [B, K].
   void predict(const data::Batch& batch, Workspace& ws, Mat out) const;
@@ -71,6 +79,7 @@ class Model {
   nlohmann::json config_;
   data::FeatureSchema schema_;
   ParameterArena arena_;
+  ServingWeights serving_weights_ = ServingWeights::f32;
 };
 
 /// Builds any model the library knows from a JSON config {"schema": ..., "model": {"type": ...}, "seed": N}.

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -90,6 +91,7 @@ struct ServingConfig {
   FusionOptions fusion;
   Index max_candidates = 10000;
   Index max_sequence_length = 10000;  // ids per sequence field in a request (longer: rejected)
+  ServingWeights weights = ServingWeights::f32;  // "weights": the packed-weight format of this model
 };
 
 /// Parses {"candidate_fields": [...], "fusion": {...}, "max_candidates": N, "max_sequence_length": N}.
@@ -100,6 +102,8 @@ struct PredictorOptions {
   nlohmann::json serving = nullptr;
   /// Reject models with NaN/Inf parameters (a scan of every tensor at load).
   bool check_finite = true;
+  /// Overrides the serving section's "weights" when set (e.g. a command-line --weight-format).
+  std::optional<ServingWeights> weights;
 };
 
 /// Views into the caller's Session, valid until its next use.
