@@ -31,7 +31,8 @@ const mtrank::serve::Predictor& predictor() {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static mtrank::serve::Request request;
   static mtrank::serve::Predictor::Session session;
-  static std::string id, out;
+  static mtrank::serve::RequestEcho id;
+  static std::string out;
   const auto& p = predictor();
   try {
     mtrank::serve::parse_request(std::string_view(reinterpret_cast<const char*>(data), size), p.schema(), p.serving(),

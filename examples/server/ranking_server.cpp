@@ -100,13 +100,14 @@ int main(int argc, char** argv) {
   svr.Post("/score", [&](const httplib::Request& req, httplib::Response& res) {
     thread_local serve::Request request;
     thread_local serve::Predictor::Session session;
-    thread_local std::string request_id, body;
+    thread_local serve::RequestEcho echo;
+    thread_local std::string body;
     std::shared_ptr<const serve::Predictor> p = handle.load();  // one version for the whole request
     try {
-      serve::parse_request(req.body, p->schema(), p->serving(), request, request_id, parse_options);
+      serve::parse_request(req.body, p->schema(), p->serving(), request, echo, parse_options);
       serve::Scores s = p->score(request, session);
       body.clear();
-      serve::write_response(s, p->schema(), request_id, body);
+      serve::write_response(s, p->schema(), echo, body);
       res.set_content(body, "application/json");
     } catch (const serve::RequestError& e) {
       res.status = req.body.size() > max_body ? 413 : 400;

@@ -146,7 +146,7 @@ void Dataset::validate() const {
           schema.sequences.size());
   for (Index f = 0; f < ns; ++f) {
     const auto& field = schema.sparse[f];
-    if (field.hash) continue;
+    if (field.hash || field.oov_row >= 0) continue;  // any id has a row
     for (Index r = 0; r < rows; ++r) {
       const std::int64_t id = sparse[r * ns + f];
       if (id < 0 || id >= field.vocab)
@@ -165,15 +165,9 @@ void Dataset::validate() const {
             s.offsets.back(), " but there are ", s.ids.size(), " ids");
     require(s.times.empty() || s.times.size() == s.ids.size(), "sequence '", name, "': times has ", s.times.size(),
             " entries, ids ", s.ids.size());
-    const auto& sf = schema.sequences[q];
-    Index vocab = sf.vocab;
-    bool hash = sf.hash;
-    if (!sf.table.empty()) {
-      const auto& t = schema.sparse[static_cast<std::size_t>(schema.sparse_index(sf.table))];
-      vocab = t.vocab;
-      hash = t.hash;
-    }
-    if (!hash)
+    const auto t = schema.sequence_table(q);
+    const Index vocab = t.vocab;
+    if (!t.hash && t.oov_row < 0)
       for (std::size_t i = 0; i < s.ids.size(); ++i)
         if (s.ids[i] < 0 || s.ids[i] >= vocab)
           fail("sequence '", name, "': id ", s.ids[i], " at position ", i, " not in [0, ", vocab, ")");

@@ -10,15 +10,6 @@
 
 namespace mtrank::data {
 
-std::int64_t hash_string(std::string_view s) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return static_cast<std::int64_t>(h);
-}
-
 std::string read_text_file(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) fail("cannot open '", file.string(), "' for reading");
@@ -135,7 +126,7 @@ Dataset parse_csv(std::string_view text, const std::string& source, const Featur
   Column user_col, scene_col;
   std::vector<std::function<float(std::string_view)>> label_fn(static_cast<std::size_t>(K));
   std::vector<IdParse> sparse_parse, seq_parse;
-  std::vector<Index> seq_vocab;
+  std::vector<Index> seq_vocab, sparse_vocab;
   std::vector<const std::function<float(float)>*> dense_fn;
 
   auto resolve = [&](const std::string& ref, const std::string& what) -> Column {
@@ -168,7 +159,7 @@ Dataset parse_csv(std::string_view text, const std::string& source, const Featur
   auto id_mode = [&](const std::string& field, bool hash) {
     auto it = opt.id_parse.find(field);
     IdParse m = it == opt.id_parse.end() ? IdParse::automatic : it->second;
-    if (m == IdParse::automatic) m = hash ? IdParse::hash_string : IdParse::integer;
+    if (m == IdParse::automatic) m = hash ? IdParse::text : IdParse::integer;
     return m;
   };
   bool resolved = false;
@@ -176,6 +167,7 @@ Dataset parse_csv(std::string_view text, const std::string& source, const Featur
     for (const auto& f : schema.sparse) {
       sparse_col.push_back(resolve(mapped(f.name), "sparse field '" + f.name + "'"));
       sparse_parse.push_back(id_mode(f.name, f.hash));
+      sparse_vocab.push_back(f.hash || f.oov_row >= 0 ? -1 : f.vocab);
     }
     for (const auto& f : schema.dense) {
       dense_col.push_back(resolve(mapped(f.name), "dense field '" + f.name + "'"));
@@ -184,15 +176,9 @@ Dataset parse_csv(std::string_view text, const std::string& source, const Featur
     }
     for (const auto& f : schema.sequences) {
       seq_col.push_back(resolve(mapped(f.name), "sequence field '" + f.name + "'"));
-      bool hash = f.hash;
-      Index vocab = f.vocab;
-      if (!f.table.empty()) {
-        const auto& t = schema.sparse[static_cast<std::size_t>(schema.sparse_index(f.table))];
-        hash = t.hash;
-        vocab = t.vocab;
-      }
-      seq_parse.push_back(id_mode(f.name, hash));
-      seq_vocab.push_back(hash ? -1 : vocab);
+      const auto t = schema.sequence_table(seq_col.size() - 1);
+      seq_parse.push_back(id_mode(f.name, t.hash));
+      seq_vocab.push_back(t.hash || t.oov_row >= 0 ? -1 : t.vocab);
     }
     label_col.resize(static_cast<std::size_t>(K));
     std::vector<bool> seen(static_cast<std::size_t>(K), false);
@@ -226,7 +212,7 @@ Dataset parse_csv(std::string_view text, const std::string& source, const Featur
 
   auto to_id = [&](const std::string& cell, IdParse mode, Index vocab, Index line, const Column& c,
                    const std::string& field) -> std::int64_t {
-    if (mode == IdParse::hash_string) return hash_string(is_missing(cell) ? std::string_view() : std::string_view(cell));
+    if (mode == IdParse::text) return id_from_text(is_missing(cell) ? std::string_view() : std::string_view(cell));
     if (is_missing(cell)) {
       if (opt.sparse_missing == MissingPolicy::error)
         fail(source, ":", line, ": ", describe(c), ": missing value for sparse field '", field, "'");
@@ -256,7 +242,7 @@ Dataset parse_csv(std::string_view text, const std::string& source, const Featur
 
     for (Index f = 0; f < ns; ++f) {
       const auto& field = schema.sparse[f];
-      sparse.push_back(to_id(cells[sparse_col[f].index], sparse_parse[f], field.hash ? -1 : field.vocab, line,
+      sparse.push_back(to_id(cells[sparse_col[f].index], sparse_parse[f], sparse_vocab[f], line,
                              sparse_col[f], field.name));
     }
     for (Index f = 0; f < nd; ++f) {
@@ -336,9 +322,7 @@ Dataset parse_csv(std::string_view text, const std::string& source, const Featur
     }
     if (user_col.index >= 0) {
       const std::string& cell = cells[user_col.index];
-      std::int64_t u = 0;
-      if (!detail::parse_int(cell, u)) u = hash_string(cell);
-      user.push_back(u);
+      user.push_back(id_from_text(cell));
     } else {
       user.push_back(rows);
     }

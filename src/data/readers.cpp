@@ -323,13 +323,14 @@ TrainTest read_movielens_100k(const std::filesystem::path& dir, const MovieLensO
     if (!is_test[r]) ++pop[ratings[r].item];
 
   FeatureSchema s;
-  s.sparse = {{.name = "user_id", .vocab = static_cast<Index>(users.size()), .dim = o.dim, .hash = false},
-              {.name = "item_id", .vocab = static_cast<Index>(items.size()), .dim = o.dim, .hash = false},
-              {.name = "gender", .vocab = 2, .dim = o.dim, .hash = false},
-              {.name = "age_bucket", .vocab = 7, .dim = o.dim, .hash = false},
-              {.name = "occupation", .vocab = static_cast<Index>(occupation.size()), .dim = o.dim, .hash = false},
-              {.name = "genre", .vocab = 19, .dim = o.dim, .hash = false}};
-  s.dense = {{"user_age"}, {"release_year"}, {"log_item_pop"}, {"log_hist_len"}};
+  const auto user = FieldSide::user, item = FieldSide::item;
+  s.sparse = {{.name = "user_id", .vocab = static_cast<Index>(users.size()), .dim = o.dim, .hash = false, .side = user},
+              {.name = "item_id", .vocab = static_cast<Index>(items.size()), .dim = o.dim, .hash = false, .side = item},
+              {.name = "gender", .vocab = 2, .dim = o.dim, .hash = false, .side = user},
+              {.name = "age_bucket", .vocab = 7, .dim = o.dim, .hash = false, .side = user},
+              {.name = "occupation", .vocab = static_cast<Index>(occupation.size()), .dim = o.dim, .hash = false, .side = user},
+              {.name = "genre", .vocab = 19, .dim = o.dim, .hash = false, .side = item}};
+  s.dense = {{"user_age", user}, {"release_year", item}, {"log_item_pop", item}, {"log_hist_len", user}};
   s.sequences = {{.name = "hist_items", .vocab = 0, .dim = o.dim, .max_len = o.max_seq_len, .table = "item_id", .hash = false},
                  {.name = "hist_genres", .vocab = 0, .dim = o.dim, .max_len = o.max_seq_len, .table = "genre", .hash = false}};
   s.tasks = {{"like", TaskKind::binary}};
@@ -429,9 +430,9 @@ TrainValidTest read_sasrec_sequences(const std::filesystem::path& file, const Se
   require(!user_of.empty(), src, ": no events");
 
   FeatureSchema s;
-  s.sparse = {{.name = "user_id", .vocab = max_user + 1, .dim = o.dim, .hash = false},
-              {.name = "item_id", .vocab = max_item + 1, .dim = o.dim, .hash = false}};
-  s.dense = {{"log_hist_len"}};
+  s.sparse = {{.name = "user_id", .vocab = max_user + 1, .dim = o.dim, .hash = false, .side = FieldSide::user},
+              {.name = "item_id", .vocab = max_item + 1, .dim = o.dim, .hash = false, .side = FieldSide::item}};
+  s.dense = {{"log_hist_len", FieldSide::user}};
   s.sequences = {{.name = "hist_items", .vocab = 0, .dim = o.dim, .max_len = o.max_seq_len, .table = "item_id", .hash = false}};
   s.tasks = {{"interact", TaskKind::binary}};
 

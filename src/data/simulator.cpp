@@ -157,12 +157,13 @@ FeedSimulation simulate_feed(const FeedSimulatorOptions& o) {
   // Schema.
   FeatureSchema& s = sim.dataset.schema;
   const Index E = o.embedding_dim;
-  s.sparse = {{.name = "user_id", .vocab = U, .dim = E, .hash = false},
-              {.name = "item_id", .vocab = I, .dim = E, .hash = false},
-              {.name = "category", .vocab = C, .dim = E, .hash = false},
-              {.name = "author", .vocab = A, .dim = E, .hash = false},
-              {.name = "scene", .vocab = 2, .dim = E, .hash = false}};
-  s.dense = {{"log_item_pop"}, {"user_activity"}, {"hour_sin"}, {"hour_cos"}, {"item_age"}};
+  s.sparse = {{.name = "user_id", .vocab = U, .dim = E, .hash = false, .side = FieldSide::user},
+              {.name = "item_id", .vocab = I, .dim = E, .hash = false, .side = FieldSide::item},
+              {.name = "category", .vocab = C, .dim = E, .hash = false, .side = FieldSide::item},
+              {.name = "author", .vocab = A, .dim = E, .hash = false, .side = FieldSide::item},
+              {.name = "scene", .vocab = 2, .dim = E, .hash = false, .side = FieldSide::context}};
+  s.dense = {{"log_item_pop", FieldSide::item}, {"user_activity", FieldSide::user}, {"hour_sin", FieldSide::context},
+             {"hour_cos", FieldSide::context}, {"item_age", FieldSide::item}};
   s.sequences.push_back({.name = "click_seq", .vocab = 0, .dim = E, .max_len = o.max_seq_len, .table = "item_id", .hash = false});
   if (o.category_sequence)
     s.sequences.push_back({.name = "click_cat_seq", .vocab = 0, .dim = E, .max_len = o.max_seq_len, .table = "category", .hash = false});

@@ -24,6 +24,7 @@ CoActionFeatures<T>::CoActionFeatures(ParameterArenaT<T>& arena, std::string_vie
   item_field_ = static_cast<std::size_t>(item);
   item_vocab_ = schema.sparse[item_field_].vocab;
   item_hash_ = schema.sparse[item_field_].hash;
+  item_oov_ = schema.sparse[item_field_].oov_row;
   num_sparse_ = static_cast<Index>(schema.sparse.size());
   const Init init = Init::normal(0.0, opt_.init_std);
   item_table_ = &arena.add(join_name(prefix, "co_action." + opt_.item_field + ".weight"),
@@ -38,6 +39,7 @@ CoActionFeatures<T>::CoActionFeatures(ParameterArenaT<T>& arena, std::string_vie
       in.field = static_cast<std::size_t>(s);
       in.vocab = schema.sparse[in.field].vocab;
       in.hash = schema.sparse[in.field].hash;
+      in.oov_row = schema.sparse[in.field].oov_row;
     } else {
       bool found = false;
       for (std::size_t q = 0; q < schema.sequences.size(); ++q)
@@ -46,14 +48,10 @@ CoActionFeatures<T>::CoActionFeatures(ParameterArenaT<T>& arena, std::string_vie
           in.sequence = true;
           in.field = q;
           in.max_len = sp.max_len;
-          if (sp.table.empty()) {
-            in.vocab = sp.vocab;
-            in.hash = sp.hash;
-          } else {  // ids live in the shared sparse field's id space
-            const auto& f = schema.sparse[static_cast<std::size_t>(schema.sparse_index(sp.table))];
-            in.vocab = f.vocab;
-            in.hash = f.hash;
-          }
+          const auto t = schema.sequence_table(q);  // ids live in the shared sparse field's id space
+          in.vocab = t.vocab;
+          in.hash = t.hash;
+          in.oov_row = t.oov_row;
           found = true;
         }
       if (!found) fail("co_action.inputs: \"", name, "\" is neither a sparse nor a sequence field of the schema");
@@ -65,8 +63,8 @@ CoActionFeatures<T>::CoActionFeatures(ParameterArenaT<T>& arena, std::string_vie
 }
 
 namespace {
-Index row_for(std::int64_t id, Index vocab, bool hash, const std::string& name) {
-  return nn::map_embedding_id(id, vocab, hash, name, "co_action input");
+Index row_for(std::int64_t id, Index vocab, bool hash, Index oov_row, const std::string& name) {
+  return nn::map_embedding_id(id, vocab, hash, name, "co_action input", oov_row);
 }
 }  // namespace
 
@@ -79,7 +77,7 @@ void CoActionFeatures<T>::forward(const data::Batch& batch, MatrixView<T> out, W
   ws.item_rows.resize(static_cast<std::size_t>(B));
   MatrixView<T> p = ensure(ws.p, B, pw);
   for (Index b = 0; b < B; ++b) {
-    const Index r = row_for(batch.sparse[b * num_sparse_ + item_field_], item_vocab_, item_hash_, opt_.item_field);
+    const Index r = row_for(batch.sparse[b * num_sparse_ + item_field_], item_vocab_, item_hash_, item_oov_, opt_.item_field);
     ws.item_rows[b] = r;
     std::memcpy(p.row(b), item_table_->value + r * pw, sizeof(T) * pw);
   }
@@ -97,7 +95,7 @@ void CoActionFeatures<T>::forward(const data::Batch& batch, MatrixView<T> out, W
       rows.resize(static_cast<std::size_t>(B));
       lens.clear();
       for (Index b = 0; b < B; ++b)
-        rows[b] = row_for(batch.sparse[b * num_sparse_ + in.field], in.vocab, in.hash, in.name);
+        rows[b] = row_for(batch.sparse[b * num_sparse_ + in.field], in.vocab, in.hash, in.oov_row, in.name);
     } else {
       require(in.field < batch.sequences.size(), "co_action: batch has ", batch.sequences.size(),
               " sequence fields, '", in.name, "' is field ", in.field);
@@ -116,7 +114,7 @@ void CoActionFeatures<T>::forward(const data::Batch& batch, MatrixView<T> out, W
       for (Index b = 0; b < B; ++b) {
         const std::int64_t e = col.offsets[b + 1];
         for (Index t = 0; t < lens[b]; ++t)  // the most recent lens[b] ids, oldest first
-          rows[b * L + t] = row_for(col.ids[static_cast<std::size_t>(e - lens[b] + t)], in.vocab, in.hash, in.name);
+          rows[b * L + t] = row_for(col.ids[static_cast<std::size_t>(e - lens[b] + t)], in.vocab, in.hash, in.oov_row, in.name);
       }
     }
     MatrixView<T> x = ensure(ws.x[i], B * L, d);

@@ -38,12 +38,14 @@ FeatureEmbedder<T>::FeatureEmbedder(ParameterArenaT<T>& arena, std::string_view 
       seq_dim_.push_back(schema_.sparse[static_cast<std::size_t>(t)].dim);
       seq_hash_.push_back(schema_.sparse[static_cast<std::size_t>(t)].hash);
       seq_vocab_.push_back(schema_.sparse[static_cast<std::size_t>(t)].vocab);
+      seq_oov_.push_back(schema_.sparse[static_cast<std::size_t>(t)].oov_row);
     } else {
       seq_tables_.push_back(&arena.add(join_name(prefix, "embeddings." + s.name + ".weight"), Shape{s.vocab, s.dim},
                                        {.init = opt.embedding_init, .sparse = true}));
       seq_dim_.push_back(s.dim);
       seq_hash_.push_back(s.hash);
       seq_vocab_.push_back(s.vocab);
+      seq_oov_.push_back(s.oov_row);
     }
     if (seq_external_.back()) {
       seq_offset_.push_back(-1);
@@ -93,12 +95,12 @@ void bag_backward(Index batch, Index dim, const T* dout, Index ld, const Index* 
 template <class T>
 Index FeatureEmbedder<T>::row_of(std::size_t field, std::int64_t id) const {
   const auto& f = schema_.sparse[field];
-  return nn::map_embedding_id(id, f.vocab, f.hash, f.name);
+  return nn::map_embedding_id(id, f.vocab, f.hash, f.name, "embedding", f.oov_row);
 }
 
 template <class T>
 Index FeatureEmbedder<T>::sequence_row_of(std::size_t j, std::int64_t id) const {
-  return nn::map_embedding_id(id, seq_vocab_[j], seq_hash_[j], schema_.sequences[j].name, "sequence");
+  return nn::map_embedding_id(id, seq_vocab_[j], seq_hash_[j], schema_.sequences[j].name, "sequence", seq_oov_[j]);
 }
 
 template <class T>

@@ -9,6 +9,7 @@
 #include "mtrank/io/checkpoint.hpp"
 #include "mtrank/io/json_util.hpp"
 #include "mtrank/io/safetensors.hpp"
+#include "mtrank/serve/request.hpp"
 
 namespace mtrank::serve {
 
@@ -17,6 +18,13 @@ using nlohmann::json;
 namespace {
 
 std::atomic<std::uint64_t> next_predictor_id{1};
+
+std::string config_model_type(const json& cfg) {
+  if (cfg.is_object() && cfg.contains("model") && cfg["model"].is_object() && cfg["model"].contains("type") &&
+      cfg["model"]["type"].is_string())
+    return cfg["model"]["type"].get<std::string>();
+  return "custom";
+}
 
 std::string task_list(const data::FeatureSchema& s) {
   std::string l;
@@ -140,13 +148,26 @@ RequestLayout RequestLayout::make(const data::FeatureSchema& schema, const std::
   return l;
 }
 
+RequestLayout RequestLayout::from_sides(const data::FeatureSchema& schema) {
+  require(schema.sides_declared(), "request layout: not every field of the schema declares a side");
+  std::vector<std::string> items;
+  for (const auto& f : schema.sparse)
+    if (f.side == data::FieldSide::item) items.push_back(f.name);
+  for (const auto& f : schema.dense)
+    if (f.side == data::FieldSide::item) items.push_back(f.name);
+  return make(schema, items, "schema");
+}
+
 void Request::clear() {
   user_sparse.clear();
   user_dense.clear();
   for (auto& s : sequences) s.clear();
+  for (auto& t : sequence_times) t.clear();
+  scene = 0;
   num_candidates = 0;
   cand_sparse.clear();
   cand_dense.clear();
+  cand_scene.clear();
 }
 
 ServingConfig parse_serving(const json& j, const data::FeatureSchema& schema, const std::string& path) {
@@ -176,7 +197,49 @@ ServingConfig parse_serving(const json& j, const data::FeatureSchema& schema, co
     if (c.max_sequence_length <= 0)
       fail(path, ".max_sequence_length: expected a positive integer, got ", c.max_sequence_length);
   }
-  c.layout = RequestLayout::make(schema, c.candidate_fields, path + ".candidate_fields");
+  for (const char* key : kReservedRequestKeys) {
+    bool clash = false;
+    for (const auto& f : schema.sparse) clash = clash || f.name == key;
+    for (const auto& f : schema.dense) clash = clash || f.name == key;
+    for (const auto& f : schema.sequences) clash = clash || f.name == key;
+    if (clash)
+      c.layout_error = std::string("schema field '") + key + "' has the name of a reserved request key (rename the field)";
+  }
+  // The layout: from candidate_fields when given (checked against every declared side), else
+  // from the schema's sides; with neither, request scoring is refused with the reason.
+  const bool listed = j.is_object() && j.contains("candidate_fields");
+  std::vector<std::string> undeclared;
+  for (const auto& f : schema.sparse)
+    if (f.side == data::FieldSide::unspecified) undeclared.push_back(f.name);
+  for (const auto& f : schema.dense)
+    if (f.side == data::FieldSide::unspecified) undeclared.push_back(f.name);
+  if (listed) {
+    c.layout = RequestLayout::make(schema, c.candidate_fields, path + ".candidate_fields");
+    auto check_side = [&](const std::string& name, data::FieldSide side, bool candidate) {
+      if (side == data::FieldSide::unspecified) return;
+      if (candidate && side != data::FieldSide::item)
+        fail(path, ".candidate_fields: '", name, "' is declared side \"", data::field_side_name(side),
+             "\" in the schema, but candidate fields are item-side");
+      if (!candidate && side == data::FieldSide::item)
+        fail(path, ".candidate_fields: '", name, "' is declared side \"item\" in the schema but is not listed");
+    };
+    for (std::size_t f = 0; f < schema.sparse.size(); ++f)
+      check_side(schema.sparse[f].name, schema.sparse[f].side, c.layout.cand_fields.sparse[f]);
+    for (std::size_t f = 0; f < schema.dense.size(); ++f)
+      check_side(schema.dense[f].name, schema.dense[f].side, c.layout.cand_fields.dense[f]);
+  } else if (undeclared.empty()) {
+    c.layout = RequestLayout::from_sides(schema);
+    for (Index f : c.layout.cand_sparse) c.candidate_fields.push_back(schema.sparse[f].name);
+    for (Index f : c.layout.cand_dense) c.candidate_fields.push_back(schema.dense[f].name);
+  } else {
+    c.layout = RequestLayout::make(schema, {}, path + ".candidate_fields");
+    std::string names;
+    for (std::size_t i = 0; i < undeclared.size() && i < 20; ++i) names += (i ? ", " : "") + undeclared[i];
+    if (undeclared.size() > 20) names += ", ... (" + std::to_string(undeclared.size()) + " in all)";
+    if (c.layout_error.empty()) c.layout_error = "request layout cannot be derived: fields " + names +
+                     " declare no side (set \"side\": \"user\" | \"item\" | \"context\" on each schema field, or list "
+                     "the item fields in " + path + ".candidate_fields)";
+  }
   c.fusion = parse_fusion(j.is_object() && j.contains("fusion") ? j["fusion"] : json(nullptr), schema, path + ".fusion");
   return c;
 }
@@ -207,6 +270,8 @@ Predictor::Predictor(std::unique_ptr<models::Model> model, PredictorOptions opti
   b.dense.zero();
   b.sequences.resize(schema.sequences.size());
   for (auto& s : b.sequences) s.offsets = {0, 0};
+  b.user.assign(1, 0);
+  b.scene.assign(1, 0);
   Session s;
   Scores r = score(b, s);
   for (Index k = 0; k < r.probs.cols; ++k)
@@ -253,6 +318,7 @@ Scores Predictor::score(const data::Batch& batch, Session& s) const {
 }
 
 void Predictor::check(const Request& r) const {
+  if (!serving_.layout_error.empty()) fail("model '", config_model_type(model_->config()), "': ", serving_.layout_error);
   const RequestLayout& l = serving_.layout;
   const data::FeatureSchema& schema = model_->schema();
   const std::size_t N = static_cast<std::size_t>(r.num_candidates);
@@ -264,6 +330,25 @@ void Predictor::check(const Request& r) const {
           l.user_dense.size());
   require(r.sequences.size() == schema.sequences.size(), "request: ", r.sequences.size(), " sequences, expected ",
           schema.sequences.size());
+  require(r.sequence_times.empty() || r.sequence_times.size() == schema.sequences.size(), "request: ",
+          r.sequence_times.size(), " sequence time lists, expected 0 or ", schema.sequences.size());
+  for (std::size_t q = 0; q < r.sequences.size(); ++q) {
+    require(static_cast<Index>(r.sequences[q].size()) <= serving_.max_sequence_length, "request: sequence '",
+            schema.sequences[q].name, "' has ", r.sequences[q].size(), " ids, limit ", serving_.max_sequence_length);
+    if (r.sequence_times.empty() || r.sequence_times[q].empty()) continue;
+    const auto& t = r.sequence_times[q];
+    require(t.size() == r.sequences[q].size(), "request: sequence '", schema.sequences[q].name, "' has ",
+            r.sequences[q].size(), " ids but ", t.size(), " times");
+    for (std::size_t i = 0; i < t.size(); ++i)
+      require(std::isfinite(t[i]) && t[i] >= 0.0f, "request: sequence '", schema.sequences[q].name, "' times[", i,
+              "] = ", t[i], " (expected a finite gap >= 0 to the request; negative is in the future)");
+  }
+  require(r.scene >= 0 && r.scene < schema.num_scenes, "request: scene ", r.scene, " not in [0, ", schema.num_scenes, ")");
+  require(r.cand_scene.empty() || r.cand_scene.size() == N, "request: ", r.cand_scene.size(),
+          " candidate scenes, expected 0 or ", N);
+  for (std::size_t i = 0; i < r.cand_scene.size(); ++i)
+    require(r.cand_scene[i] >= 0 && r.cand_scene[i] < schema.num_scenes, "request: candidate ", i, " scene ",
+            r.cand_scene[i], " not in [0, ", schema.num_scenes, ")");
   require(r.cand_sparse.size() == N * l.cand_sparse.size(), "request: ", r.cand_sparse.size(),
           " candidate sparse values, expected ", N, " x ", l.cand_sparse.size());
   require(r.cand_dense.size() == N * l.cand_dense.size(), "request: ", r.cand_dense.size(),
@@ -290,17 +375,23 @@ void Predictor::expand(const Request& r, data::Batch& b) const {
   for (std::size_t q = 0; q < schema.sequences.size(); ++q) {
     auto& col = b.sequences[q];
     const auto& ids = r.sequences[q];
+    const std::size_t first = 0;
+    const bool timed = !r.sequence_times.empty() && !r.sequence_times[q].empty();
     col.ids.clear();
     col.times.clear();
     col.offsets.resize(static_cast<std::size_t>(N + 1));
     col.offsets[0] = 0;
     for (Index i = 0; i < N; ++i) {
-      col.ids.insert(col.ids.end(), ids.begin(), ids.end());
+      col.ids.insert(col.ids.end(), ids.begin() + static_cast<std::ptrdiff_t>(first), ids.end());
+      if (timed)
+        col.times.insert(col.times.end(), r.sequence_times[q].begin() + static_cast<std::ptrdiff_t>(first),
+                         r.sequence_times[q].end());
       col.offsets[static_cast<std::size_t>(i + 1)] = static_cast<std::int64_t>(col.ids.size());
     }
   }
   b.user.assign(static_cast<std::size_t>(N), 0);
-  b.scene.assign(static_cast<std::size_t>(N), 0);
+  if (r.cand_scene.empty()) b.scene.assign(static_cast<std::size_t>(N), r.scene);
+  else b.scene.assign(r.cand_scene.begin(), r.cand_scene.end());
 }
 
 Scores Predictor::score(const Request& r, Session& s) const {
@@ -328,10 +419,14 @@ Scores Predictor::score(const Request& r, Session& s) const {
   for (std::size_t q = 0; q < schema.sequences.size(); ++q) {
     auto& col = u.sequences[q];
     col.ids.assign(r.sequences[q].begin(), r.sequences[q].end());
+    if (!r.sequence_times.empty()) col.times.assign(r.sequence_times[q].begin(), r.sequence_times[q].end());
+    else col.times.clear();
     col.offsets.resize(2);
     col.offsets[0] = 0;
     col.offsets[1] = static_cast<std::int64_t>(col.ids.size());
   }
+  u.user.assign(1, 0);
+  u.scene.assign(1, r.scene);
   Mat xu = ensure(s.xu_, 1, W);
   emb->forward_fields(u, l.user_fields, xu, s.emb_);
 
@@ -350,6 +445,66 @@ Scores Predictor::score(const Request& r, Session& s) const {
   emb->forward_fields(c, l.cand_fields, x, s.emb_);
   emb->fill_interactions(x);
   return finish(model_->serve_embedded(x, *s.ws_), s);
+}
+
+json Predictor::metadata() const {
+  const data::FeatureSchema& schema = model_->schema();
+  const RequestLayout& l = serving_.layout;
+  const json& cfg = model_->config();
+  json m = json::object();
+  m["model"] = config_model_type(cfg);
+  if (cfg.is_object() && cfg.contains("name") && cfg["name"].is_string()) m["name"] = cfg["name"];
+  json tasks = json::array();
+  for (const auto& t : schema.tasks) tasks.push_back({{"name", t.name}, {"kind", data::task_kind_name(t.kind)}});
+  m["tasks"] = std::move(tasks);
+  m["num_scenes"] = schema.num_scenes;
+  auto sparse = [&](Index f) {
+    const auto& x = schema.sparse[static_cast<std::size_t>(f)];
+    json e = {{"name", x.name}, {"kind", "sparse"}, {"side", data::field_side_name(x.side)}, {"vocab", x.vocab},
+              {"hash", x.hash}};
+    if (x.oov_row >= 0) e["oov_row"] = x.oov_row;
+    return e;
+  };
+  auto dense = [&](Index f) {
+    const auto& x = schema.dense[static_cast<std::size_t>(f)];
+    return json{{"name", x.name}, {"kind", "dense"}, {"side", data::field_side_name(x.side)}};
+  };
+  json user = json::array(), cand = json::array(), seqs = json::array();
+  for (Index f : l.user_sparse) user.push_back(sparse(f));
+  for (Index f : l.user_dense) user.push_back(dense(f));
+  for (Index f : l.cand_sparse) cand.push_back(sparse(f));
+  for (Index f : l.cand_dense) cand.push_back(dense(f));
+  for (std::size_t q = 0; q < schema.sequences.size(); ++q) {
+    const auto& x = schema.sequences[q];
+    const auto t = schema.sequence_table(q);
+    seqs.push_back({{"name", x.name}, {"max_len", x.max_len}, {"table", x.table.empty() ? x.name : x.table},
+                    {"vocab", t.vocab}, {"hash", t.hash}, {"times", "optional: one gap >= 0 per id"}});
+  }
+  m["user_fields"] = std::move(user);
+  m["candidate_fields"] = std::move(cand);
+  m["sequences"] = std::move(seqs);
+  if (!serving_.layout_error.empty()) m["layout_error"] = serving_.layout_error;
+  json fusion = json::object();
+  if (serving_.fusion.kind == FusionOptions::Kind::weighted_sum) {
+    fusion["type"] = "weighted_sum";
+    for (std::size_t k = 0; k < schema.tasks.size(); ++k) fusion["weights"][schema.tasks[k].name] = serving_.fusion.weights[k];
+  } else {
+    fusion["type"] = "product";
+    for (std::size_t k = 0; k < schema.tasks.size(); ++k) {
+      fusion["alpha"][schema.tasks[k].name] = serving_.fusion.alpha[k];
+      fusion["beta"][schema.tasks[k].name] = serving_.fusion.beta[k];
+    }
+  }
+  m["fusion"] = std::move(fusion);
+  m["weights"] = serving_weights_name(serving_.weights);
+  m["max_candidates"] = serving_.max_candidates;
+  m["max_sequence_length"] = serving_.max_sequence_length;
+  m["parameters"] = [&] {
+    std::int64_t n = 0;
+    for (const auto& p : model_->arena().parameters()) n += p.numel();
+    return n;
+  }();
+  return m;
 }
 
 Scores Predictor::score(const data::Batch& batch) const {

@@ -23,7 +23,13 @@ template <class... Parts>
 
 std::string type_name(const json& v) { return v.type_name(); }
 
-std::int64_t parse_id(const json& v, const std::string& path, const std::string& field, Index vocab, bool hash) {
+std::string preview(const std::string& t) {  // a client string quoted in an error, bounded
+  std::string q = t.size() > 40 ? t.substr(0, 40) + "..." : t;
+  return json(q).dump(-1, ' ', true, json::error_handler_t::replace);
+}
+
+std::int64_t parse_id(const json& v, const std::string& path, const std::string& field, Index vocab, bool hash,
+                      Index oov_row) {
   std::int64_t id;
   if (v.is_number_integer() && !v.is_number_unsigned()) {
     id = v.get<std::int64_t>();
@@ -32,12 +38,19 @@ std::int64_t parse_id(const json& v, const std::string& path, const std::string&
     if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
       bad(path, ": id ", u, " does not fit in a signed 64-bit integer");
     id = static_cast<std::int64_t>(u);
-  } else if (v.is_string() && hash) {
-    return data::hash_string(v.get_ref<const std::string&>());
+  } else if (v.is_string()) {
+    const std::string& t = v.get_ref<const std::string&>();
+    if (hash) return data::id_from_text(t);  // the same raw id the CSV reader makes of this text
+    if (!data::canonical_integer_id(t, id))
+      bad(path, ": expected an integer id (or its decimal text) for vocabulary field '", field, "', got string ",
+          preview(t));
   } else {
-    bad(path, ": expected an integer id", hash ? " or a string" : "", " for field '", field, "', got ", type_name(v));
+    bad(path, ": expected an integer id", hash ? " or a string" : " (or its decimal text)", " for field '", field,
+        "', got ", type_name(v));
   }
-  if (!hash && (id < 0 || id >= vocab)) bad(path, ": id ", id, " out of range [0, ", vocab, ") for field '", field, "'");
+  if (!hash && (id < 0 || id >= vocab) && oov_row < 0)
+    bad(path, ": id ", id, " out of range [0, ", vocab, ") for field '", field, "' (vocabulary size ", vocab,
+        ", no oov_row)");
   return id;
 }
 
@@ -47,6 +60,21 @@ float parse_dense(const json& v, const std::string& path, const std::string& fie
   const float f = static_cast<float>(d);
   if (!std::isfinite(d) || !std::isfinite(f)) bad(path, ": value ", d, " of dense field '", field, "' is not a finite float");
   return f;
+}
+
+std::int32_t parse_scene(const json& v, const std::string& path, Index num_scenes) {
+  if (!v.is_number_integer()) bad(path, ": expected an integer scene id in [0, ", num_scenes, "), got ", type_name(v));
+  const bool neg = !v.is_number_unsigned() && v.get<std::int64_t>() < 0;
+  if (neg || v.get<std::uint64_t>() >= static_cast<std::uint64_t>(num_scenes))
+    bad(path, ": unknown scene ", v.dump(), " (the model has scenes 0..", num_scenes - 1, ")");
+  return static_cast<std::int32_t>(v.get<std::int64_t>());
+}
+
+std::string echo_id(const json& v, const std::string& path) {
+  if (!v.is_string() && !v.is_number_integer()) bad(path, ": expected a string or an integer, got ", type_name(v));
+  std::string t = v.dump(-1, ' ', false, json::error_handler_t::strict);
+  if (t.size() > 258) bad(path, ": longer than 256 characters");
+  return t;
 }
 
 enum class Slot { none, user_sparse, user_dense, cand_sparse, cand_dense, sequence };
@@ -74,10 +102,13 @@ std::string field_list(const data::FeatureSchema& schema, const RequestLayout& l
   std::string s;
   auto add = [&](const std::string& n) { s += (s.empty() ? "" : ", ") + n; };
   if (candidate) {
+    add("candidate_id");
+    add("scene_id");
     for (Index i : l.cand_sparse) add(schema.sparse[i].name);
     for (Index i : l.cand_dense) add(schema.dense[i].name);
   } else {
     add("request_id");
+    add("scene_id");
     add("candidates");
     for (Index i : l.user_sparse) add(schema.sparse[i].name);
     for (Index i : l.user_dense) add(schema.dense[i].name);
@@ -89,10 +120,11 @@ std::string field_list(const data::FeatureSchema& schema, const RequestLayout& l
 }  // namespace
 
 void parse_request(std::string_view body, const data::FeatureSchema& schema, const ServingConfig& serving, Request& out,
-                   std::string& request_id, const RequestParseOptions& options) {
+                   RequestEcho& echo, const RequestParseOptions& options) {
   const RequestLayout& l = serving.layout;
   out.clear();
-  request_id.clear();
+  echo.clear();
+  if (!serving.layout_error.empty()) throw Error(serving.layout_error);  // the model, not the client
   if (body.size() > options.max_bytes) bad("request body: ", body.size(), " bytes, limit ", options.max_bytes);
   json j;
   try {
@@ -111,6 +143,7 @@ void parse_request(std::string_view body, const data::FeatureSchema& schema, con
   out.user_sparse.resize(nus);
   out.user_dense.resize(nud);
   out.sequences.resize(nq);
+  out.sequence_times.resize(nq);
   std::vector<char> seen(nus + nud + nq, 0);
   const json* cands = nullptr;
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -121,17 +154,18 @@ void parse_request(std::string_view body, const data::FeatureSchema& schema, con
       continue;
     }
     if (key == "request_id") {
-      if (it->is_string()) request_id = it->get<std::string>();
-      else if (it->is_number_integer()) request_id = it->dump();
-      else bad(path, ": expected a string or an integer, got ", type_name(*it));
-      if (request_id.size() > 256) bad(path, ": longer than 256 characters");
+      echo.request_id = echo_id(*it, path);
+      continue;
+    }
+    if (key == "scene_id") {
+      out.scene = parse_scene(*it, path, schema.num_scenes);
       continue;
     }
     const Where w = locate(key, schema, l);
     switch (w.slot) {
       case Slot::user_sparse: {
         const auto& f = schema.sparse[l.user_sparse[w.pos]];
-        out.user_sparse[w.pos] = parse_id(*it, path, f.name, f.vocab, f.hash);
+        out.user_sparse[w.pos] = parse_id(*it, path, f.name, f.vocab, f.hash, f.oov_row);
         seen[w.pos] = 1;
         break;
       }
@@ -140,20 +174,43 @@ void parse_request(std::string_view body, const data::FeatureSchema& schema, con
         seen[nus + w.pos] = 1;
         break;
       case Slot::sequence: {
-        const auto& q = schema.sequences[w.pos];
-        Index vocab = q.vocab;
-        bool hash = q.hash;
-        if (!q.table.empty()) {
-          const auto& t = schema.sparse[static_cast<std::size_t>(schema.sparse_index(q.table))];
-          vocab = t.vocab;
-          hash = t.hash;
+        const auto t = schema.sequence_table(w.pos);
+        const json* ids = &*it;
+        const json* times = nullptr;
+        std::string ids_path = path;
+        if (it->is_object()) {
+          for (auto e = it->begin(); e != it->end(); ++e)
+            if (e.key() != "ids" && e.key() != "times")
+              bad(path, ".", e.key(), ": unknown key (a sequence object has \"ids\" and optional \"times\")");
+          if (!it->contains("ids")) bad(path, ": missing \"ids\" (an array of ids, oldest first)");
+          ids = &(*it)["ids"];
+          ids_path = path + ".ids";
+          if (it->contains("times")) times = &(*it)["times"];
         }
-        if (!it->is_array()) bad(path, ": expected an array of ids for sequence field '", key, "', got ", type_name(*it));
-        if (static_cast<Index>(it->size()) > serving.max_sequence_length)
-          bad(path, ": ", it->size(), " ids, limit ", serving.max_sequence_length);
-        auto& ids = out.sequences[w.pos];
-        for (std::size_t i = 0; i < it->size(); ++i)
-          ids.push_back(parse_id((*it)[i], path + "[" + std::to_string(i) + "]", key, vocab, hash));
+        if (!ids->is_array())
+          bad(ids_path, ": expected an array of ids (or {\"ids\": [...], \"times\": [...]}) for sequence field '", key,
+              "', got ", type_name(*ids));
+        if (static_cast<Index>(ids->size()) > serving.max_sequence_length)
+          bad(ids_path, ": ", ids->size(), " ids, limit ", serving.max_sequence_length);
+        auto& out_ids = out.sequences[w.pos];
+        for (std::size_t i = 0; i < ids->size(); ++i)
+          out_ids.push_back(parse_id((*ids)[i], ids_path + "[" + std::to_string(i) + "]", key, t.vocab, t.hash, t.oov_row));
+        if (times) {
+          const std::string tp = path + ".times";
+          if (!times->is_array()) bad(tp, ": expected an array of numbers (one gap per id), got ", type_name(*times));
+          if (times->size() != ids->size()) bad(tp, ": ", times->size(), " times for ", ids->size(), " ids (expected one per id)");
+          auto& out_t = out.sequence_times[w.pos];
+          for (std::size_t i = 0; i < times->size(); ++i) {
+            const json& x = (*times)[i];
+            const std::string xp = tp + "[" + std::to_string(i) + "]";
+            if (!x.is_number()) bad(xp, ": expected a number (the gap from the behaviour to the request), got ", type_name(x));
+            const double d = x.get<double>();
+            if (!std::isfinite(d) || !std::isfinite(static_cast<float>(d)))
+              bad(xp, ": ", d, " is not a finite float");
+            if (d < 0) bad(xp, ": ", d, " is in the future (expected a gap >= 0 to the request)");
+            out_t.push_back(static_cast<float>(d));
+          }
+        }
         seen[nus + nud + w.pos] = 1;
         break;
       }
@@ -178,6 +235,7 @@ void parse_request(std::string_view body, const data::FeatureSchema& schema, con
   out.cand_sparse.resize(static_cast<std::size_t>(N) * ncs);
   out.cand_dense.resize(static_cast<std::size_t>(N) * ncd);
   std::vector<char> cseen(ncs + ncd);
+  bool any_scene = false, any_id = false;
   for (Index i = 0; i < N; ++i) {
     const json& c = (*cands)[static_cast<std::size_t>(i)];
     const std::string cp = "request.candidates[" + std::to_string(i) + "]";
@@ -186,10 +244,22 @@ void parse_request(std::string_view body, const data::FeatureSchema& schema, con
     for (auto it = c.begin(); it != c.end(); ++it) {
       const std::string& key = it.key();
       const std::string path = cp + "." + key;
+      if (key == "candidate_id") {
+        if (!any_id) echo.candidate_ids.assign(static_cast<std::size_t>(N), std::string());
+        any_id = true;
+        echo.candidate_ids[static_cast<std::size_t>(i)] = echo_id(*it, path);
+        continue;
+      }
+      if (key == "scene_id") {
+        if (!any_scene) out.cand_scene.assign(static_cast<std::size_t>(N), -1);
+        any_scene = true;
+        out.cand_scene[static_cast<std::size_t>(i)] = parse_scene(*it, path, schema.num_scenes);
+        continue;
+      }
       const Where w = locate(key, schema, l);
       if (w.slot == Slot::cand_sparse) {
         const auto& f = schema.sparse[l.cand_sparse[w.pos]];
-        out.cand_sparse[static_cast<std::size_t>(i) * ncs + w.pos] = parse_id(*it, path, f.name, f.vocab, f.hash);
+        out.cand_sparse[static_cast<std::size_t>(i) * ncs + w.pos] = parse_id(*it, path, f.name, f.vocab, f.hash, f.oov_row);
         cseen[w.pos] = 1;
       } else if (w.slot == Slot::cand_dense) {
         out.cand_dense[static_cast<std::size_t>(i) * ncd + w.pos] = parse_dense(*it, path, key);
@@ -205,14 +275,17 @@ void parse_request(std::string_view body, const data::FeatureSchema& schema, con
     for (std::size_t k = 0; k < ncd; ++k)
       if (!cseen[ncs + k]) bad(cp, ": missing candidate field '", schema.dense[l.cand_dense[k]].name, "'");
   }
+  // Candidates without their own scene_id are in the request's scene.
+  for (auto& sc : out.cand_scene)
+    if (sc < 0) sc = out.scene;
 }
 
-void write_response(const Scores& s, const data::FeatureSchema& schema, std::string_view request_id, std::string& out) {
+void write_response(const Scores& s, const data::FeatureSchema& schema, const RequestEcho& echo, std::string& out) {
   char buf[64];
   out += '{';
-  if (!request_id.empty()) {
+  if (!echo.request_id.empty()) {
     out += "\"request_id\":";
-    out += json(std::string(request_id)).dump();
+    out += echo.request_id;  // JSON text as the client sent it (validated by the parser)
     out += ',';
   }
   out += "\"tasks\":[";
@@ -223,6 +296,11 @@ void write_response(const Scores& s, const data::FeatureSchema& schema, std::str
   out += "],\"scores\":[";
   for (Index b = 0; b < s.probs.rows; ++b) {
     out += b ? ",{" : "{";
+    if (static_cast<std::size_t>(b) < echo.candidate_ids.size() && !echo.candidate_ids[static_cast<std::size_t>(b)].empty()) {
+      out += "\"candidate_id\":";
+      out += echo.candidate_ids[static_cast<std::size_t>(b)];
+      out += ',';
+    }
     auto number = [&](double v) {  // JSON has no NaN/Inf: write null
       if (std::isfinite(v)) std::snprintf(buf, sizeof buf, "%.9g", v);
       else std::snprintf(buf, sizeof buf, "null");

@@ -32,14 +32,14 @@ TEST_CASE("Embedding: parameter, lookup, hashing and id errors") {
     for (Index c = 0; c < 3; ++c) CHECK(y(b, c) == emb.weight()(ids[b], c));
 
   std::vector<std::int64_t> bad = {1, 10};
-  CHECK_THROWS_WITH(emb.forward(bad, ws), "embedding 'item_id': id 10 out of range [0, 10)");
+  CHECK_THROWS_WITH(emb.forward(bad, ws), "embedding 'item_id': id 10 out of range [0, 10) (vocabulary size 10, no oov_row)");
   std::vector<std::int64_t> neg = {-3};
-  CHECK_THROWS_WITH(emb.forward(neg, ws), "embedding 'item_id': id -3 out of range [0, 10)");
+  CHECK_THROWS_WITH(emb.forward(neg, ws), "embedding 'item_id': id -3 out of range [0, 10) (vocabulary size 10, no oov_row)");
 
   ParameterArena a2(1);
   Embedding<float> big(a2, "e", {.rows = 1048576, .dim = 1, .init = Init::zeros(), .name = "item_id"});
   std::vector<std::int64_t> over = {1048577};
-  CHECK_THROWS_WITH(big.forward(over, ws), "embedding 'item_id': id 1048577 out of range [0, 1048576)");
+  CHECK_THROWS_WITH(big.forward(over, ws), "embedding 'item_id': id 1048577 out of range [0, 1048576) (vocabulary size 1048576, no oov_row)");
 
   Embedding<float> hashed(a2, "h", {.rows = 7, .dim = 2, .hash = true});
   std::vector<std::int64_t> any = {-5, 1048577, 3};
@@ -106,7 +106,7 @@ TEST_CASE("EmbeddingBag forward: sum/mean, empty bags, weights, offset errors") 
     CHECK_THROWS_WITH(bag.forward(ids, offsets, ws, std::span<const float>(short_w)),
                       Catch::Contains("per_sample_weights has 1 entries, expected 5"));
     std::vector<std::int64_t> bad_ids = {1, 2, 3, 20, 4};
-    CHECK_THROWS_WITH(bag.forward(bad_ids, offsets, ws), "embedding 'tags': id 20 out of range [0, 20)");
+    CHECK_THROWS_WITH(bag.forward(bad_ids, offsets, ws), "embedding 'tags': id 20 out of range [0, 20) (vocabulary size 20, no oov_row)");
   }
 }
 

@@ -37,9 +37,9 @@ TEST_CASE("serve: request parser reads the JSON request format", "[serve][reques
   REQUIRE(d.schema.dense[0].name == "log_item_pop");
   const Index row = mtrank::testing::row_with_history(900);
   serve::Request parsed;
-  std::string id;
+  serve::RequestEcho id;
   serve::parse_request(request_json(row, 6).dump(), p->schema(), p->serving(), parsed, id);
-  CHECK(id == "r1");
+  CHECK(id.request_id == "\"r1\"");
   serve::Request expect = mtrank::testing::feed_request(*p, row, 6);
   CHECK(parsed.user_sparse == expect.user_sparse);
   CHECK(parsed.user_dense == expect.user_dense);
@@ -64,7 +64,7 @@ TEST_CASE("serve: bad requests get errors naming the JSON path", "[serve][reques
   const Index row = mtrank::testing::row_with_history(900);
   auto err = [&](const std::string& body, serve::RequestParseOptions o = {}) {
     serve::Request r;
-    std::string id;
+    serve::RequestEcho id;
     try {
       serve::parse_request(body, p->schema(), p->serving(), r, id, o);
     } catch (const serve::RequestError& e) {
@@ -116,7 +116,7 @@ TEST_CASE("serve: bad requests get errors naming the JSON path", "[serve][reques
                          {.serving = json::parse(R"({"candidate_fields": ["item_id", "category", "author", "log_item_pop", "item_age"],
                                                      "max_candidates": 5, "max_sequence_length": 2})")});
   serve::Request r;
-  std::string id;
+  serve::RequestEcho id;
   CHECK_THROWS_WITH(serve::parse_request(many.dump(), small.schema(), small.serving(), r, id), Contains("11 candidates, limit 5"));
   json long_seq = request_json(row, 1);
   long_seq["click_seq"] = {1, 2, 3};

@@ -4,9 +4,11 @@
 // elsewhere with CsvOptions::columns, by header name or "#k" for the 0-based k-th column):
 //   dense field    -> the cell parsed as a float, then the field's optional transform;
 //                     missing/NaN/Inf/unparsable cells throw (or take `dense_fill`).
-//   sparse field   -> a raw 64-bit id: the integer in the cell (range-checked against vocab
-//                     when the field is not hashed), or hash_string(cell) for hashed string
-//                     fields (the model then maps it to a row with hash_id).
+//   sparse field   -> a raw 64-bit id by the schema's id rule (schema.hpp): for a hashed field
+//                     id_from_text(cell) (a decimal integer is itself, other text is hashed as
+//                     bytes), the same id a request sending 804 or "804" gets; for a vocabulary
+//                     field (hash = false) the integer in the cell, range-checked against vocab
+//                     unless the field has an oov_row.
 //   sequence field -> the cell split on `sequence_delimiter`, each token turned into an id as
 //                     for a sparse field (an empty cell is an empty sequence).
 //   task           -> a label column with an optional transform (e.g. v == ">50K").
@@ -25,13 +27,9 @@
 
 namespace mtrank::data {
 
-/// 64-bit FNV-1a of a categorical string (stable across platforms and runs): the raw id of a
-/// hashed string field. All missing cells hash as the empty string.
-std::int64_t hash_string(std::string_view s);
-
 /// How a sparse/sequence cell becomes an id. automatic = integer for fields with hash = false,
-/// hash_string for fields with hash = true.
-enum class IdParse { automatic, integer, hash_string };
+/// text for fields with hash = true. text: id_from_text(cell) (missing cells are the empty text).
+enum class IdParse { automatic, integer, text };
 
 enum class MissingPolicy { error, fill };
 
@@ -52,7 +50,7 @@ struct CsvOptions {
   std::string comment_prefix;           // lines starting with it are skipped ("" = none)
   std::map<std::string, std::string> columns;  // feature name -> column ("name" or "#k")
   std::vector<CsvLabel> labels;         // default: task t reads column t.name as a float
-  std::string user_column;              // "" = the row number is the user (GAUC groups of one)
+  std::string user_column;              // "" = the row number is the user (GAUC groups of one); else id_from_text(cell)
   std::string scene_column;             // "" = scene 0; else integer in [0, num_scenes)
   std::map<std::string, IdParse> id_parse;  // per sparse/sequence field
   char sequence_delimiter = '|';

@@ -61,14 +61,14 @@ class CoActionFeatures {
     std::string name;
     bool sequence = false;
     std::size_t field = 0;  // index into schema.sparse or schema.sequences
-    Index vocab = 0, max_len = 1;
+    Index vocab = 0, max_len = 1, oov_row = -1;
     bool hash = false;
     Parameter<T>* table = nullptr;
   };
   CoActionFeatureOptions opt_;
   blocks::CoActionUnit<T> unit_;
   std::size_t item_field_ = 0;
-  Index item_vocab_ = 0, num_sparse_ = 0;
+  Index item_vocab_ = 0, num_sparse_ = 0, item_oov_ = -1;
   bool item_hash_ = false;
   Parameter<T>* item_table_ = nullptr;
   std::vector<Input> inputs_;

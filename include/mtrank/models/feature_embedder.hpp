@@ -127,7 +127,7 @@ class FeatureEmbedder {
   std::vector<bool> seq_hash_, seq_external_;
   std::vector<std::pair<Index, Index>> vec_;  // (offset, width) of every embedding vector in x
   Index inter_offset_ = 0;
-  std::vector<Index> seq_vocab_;
+  std::vector<Index> seq_vocab_, seq_oov_;
   Index dense_offset_ = 0, width_ = 0;
   CoActionFeatures<T> co_action_;
   Index co_offset_ = 0;

@@ -28,15 +28,12 @@ struct EmbeddingOptions {
   std::string name{};                     // used in error messages; defaults to the prefix
 };
 
-/// Maps raw ids to table rows (hash or range check); throws naming `name` on a bad id.
-/// Table row of one raw id: hashed into `rows`, or range-checked with an error naming the table.
-/// The table row of a raw id: hashed into [0, rows) when `hash`, else checked against [0, rows).
-/// The error names the table: "<kind> '<name>': id <id> out of range [0, <rows>)".
+/// The table row of a raw id under the schema's id rule (data::map_id_to_row): hashed into
+/// [0, rows) when `hash`, else checked against [0, rows), ids outside going to oov_row when it is
+/// >= 0. The error names the table: "<kind> '<name>': id <id> out of range [0, <rows>) ...".
 inline Index map_embedding_id(std::int64_t id, Index rows, bool hash, std::string_view name,
-                              std::string_view kind = "embedding") {
-  if (hash) return data::hash_id(id, rows);
-  if (id < 0 || id >= rows) fail(kind, " '", name, "': id ", id, " out of range [0, ", rows, ")");
-  return static_cast<Index>(id);
+                              std::string_view kind = "embedding", Index oov_row = -1) {
+  return data::map_id_to_row(id, rows, hash, oov_row, name, kind);
 }
 
 inline void map_embedding_ids(std::span<const std::int64_t> ids, Index rows, bool hash, std::string_view name,

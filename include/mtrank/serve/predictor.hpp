@@ -61,7 +61,8 @@ struct FusionOptions {
 FusionOptions parse_fusion(const nlohmann::json& j, const data::FeatureSchema& schema,
                            const std::string& path = "serving.fusion");
 
-/// How a request's fields map onto the schema.
+/// How a request's fields map onto the schema: user- and context-side fields once per request,
+/// item fields once per candidate, sequences (with their behaviour times) once per request.
 struct RequestLayout {
   std::vector<Index> user_sparse, cand_sparse;  // schema sparse field indices
   std::vector<Index> user_dense, cand_dense;    // schema dense field indices
@@ -70,23 +71,36 @@ struct RequestLayout {
   /// Candidate fields by name (sparse or dense); every other sparse/dense field is user-side.
   static RequestLayout make(const data::FeatureSchema& schema, const std::vector<std::string>& candidate_fields,
                             const std::string& path = "serving.candidate_fields");
+  /// From the schema's sides (item = candidate field); requires schema.sides_declared().
+  static RequestLayout from_sides(const data::FeatureSchema& schema);
 };
 
 /// One user with N candidates, values in RequestLayout order. Reuse one Request per thread:
-/// clear() keeps the capacity.
+/// clear() keeps the capacity. Build one by field name with RequestBuilder (request_builder.hpp).
 struct Request {
-  std::vector<std::int64_t> user_sparse;             // [layout.user_sparse.size()]
+  std::vector<std::int64_t> user_sparse;             // [layout.user_sparse.size()] raw ids
   std::vector<float> user_dense;                     // [layout.user_dense.size()]
-  std::vector<std::vector<std::int64_t>> sequences;  // [schema sequences], oldest first
+  std::vector<std::vector<std::int64_t>> sequences;  // [schema sequences] raw ids, oldest first
+  /// [schema sequences] (or empty: no times at all): per sequence, empty (no times; models that
+  /// embed time gaps then use the recency rank, as in training without times) or one gap per id:
+  /// the time from the behaviour to the request, finite and >= 0, in the unit of the training data.
+  std::vector<std::vector<float>> sequence_times;
+  std::int32_t scene = 0;                            // the request's scene, in [0, schema.num_scenes)
   Index num_candidates = 0;
   std::vector<std::int64_t> cand_sparse;  // [N, layout.cand_sparse.size()] row-major
   std::vector<float> cand_dense;          // [N, layout.cand_dense.size()]
+  /// [N] per-candidate scenes (a model scoring candidates for several scenes), or empty: `scene`.
+  std::vector<std::int32_t> cand_scene;
   void clear();
 };
 
-/// The serving section: layout, fusion, limits.
+/// The serving section: layout, fusion, limits, weight format.
 struct ServingConfig {
   RequestLayout layout;
+  /// Empty when request scoring is possible; otherwise why the request layout cannot be derived
+  /// (naming the fields). Batch scoring works either way; request scoring and the ranking server
+  /// refuse such a model.
+  std::string layout_error;
   std::vector<std::string> candidate_fields;
   FusionOptions fusion;
   Index max_candidates = 10000;
@@ -94,7 +108,10 @@ struct ServingConfig {
   ServingWeights weights = ServingWeights::f32;  // "weights": the packed-weight format of this model
 };
 
-/// Parses {"candidate_fields": [...], "fusion": {...}, "max_candidates": N, "max_sequence_length": N}.
+/// Parses {"candidate_fields": [...], "fusion": {...}, "max_candidates": N, "max_sequence_length": N,
+/// "weights": "f32" | "bf16" | "int8"}. The request layout comes from the schema's field sides;
+/// candidate_fields, when given, must agree with every declared side (fields without a side are
+/// user-side unless listed). With neither, layout_error says which fields lack a side.
 ServingConfig parse_serving(const nlohmann::json& j, const data::FeatureSchema& schema, const std::string& path = "serving");
 
 struct PredictorOptions {
@@ -157,8 +174,13 @@ class Predictor {
 
   /// The batch a request stands for (user fields repeated per candidate): the reference for score(request).
   void expand(const Request& request, data::Batch& out) const;
-  /// Throws mtrank::Error naming the offending part when the request does not fit the layout.
+  /// Throws mtrank::Error naming the offending part when the request does not fit the layout
+  /// (counts, scenes, sequence lengths, times) or the model has no request layout.
   void check(const Request& request) const;
+  /// A JSON description for clients and operators: model type, tasks, scenes, user-side and
+  /// candidate-side fields with their kinds, sequences (and whether times are read), fusion,
+  /// weight format, limits (the ranking server's GET /metadata).
+  nlohmann::json metadata() const;
 
   const models::Model& model() const { return *model_; }
   const data::FeatureSchema& schema() const { return model_->schema(); }
