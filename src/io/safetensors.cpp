@@ -1,5 +1,7 @@
 #include "mtrank/io/safetensors.hpp"
 
+#include "mtrank/io/json_util.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -183,34 +185,16 @@ SafetensorsFile SafetensorsFile::load(const std::filesystem::path& path) {
 }
 
 void SafetensorsFile::parse_header(std::string_view header, std::uint64_t data_size) {
-  // Duplicate keys are legal JSON that nlohmann would silently collapse, so the parser
-  // callback tracks the keys of every open object; it also caps the nesting depth (the
-  // format needs object > object > array).
-  std::vector<std::set<std::string>> open_keys;
-  auto callback = [&](int depth, json::parse_event_t ev, json& parsed) -> bool {
-    switch (ev) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        if (depth > 2) fail(what_, ": safetensors header nests deeper than the format allows");
-        if (ev == json::parse_event_t::object_start) open_keys.emplace_back();
-        break;
-      case json::parse_event_t::object_end:
-        if (!open_keys.empty()) open_keys.pop_back();
-        break;
-      case json::parse_event_t::key: {
-        const auto& k = parsed.get_ref<const std::string&>();
-        if (!open_keys.empty() && !open_keys.back().insert(k).second)
-          fail(what_, ": safetensors header has duplicate key \"", k, "\"");
-        break;
-      }
-      default:
-        break;
-    }
-    return true;
-  };
+  // Duplicate keys are legal JSON that nlohmann would silently collapse, and the format needs
+  // object > object > array at most: one linear SAX pass checks both, then a plain DOM parse.
+  if (std::string why = check_json_structure(header, 2, true); !why.empty()) {
+    if (why.rfind("JSON nested", 0) == 0) fail(what_, ": safetensors header nests deeper than the format allows");
+    if (why.rfind("duplicate key", 0) == 0) fail(what_, ": safetensors header has ", why);
+    fail(what_, ": safetensors header is not valid JSON: ", why);
+  }
   json j;
   try {
-    j = json::parse(header.begin(), header.end(), callback);
+    j = json::parse(header.begin(), header.end());
   } catch (const json::parse_error& e) {
     fail(what_, ": safetensors header is not valid JSON (byte ", e.byte, "): ", e.what());
   } catch (const json::exception& e) {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mtrank/data/csv.hpp"
+#include "mtrank/io/json_util.hpp"
 
 namespace mtrank::serve {
 
@@ -126,13 +127,11 @@ void parse_request(std::string_view body, const data::FeatureSchema& schema, con
   echo.clear();
   if (!serving.layout_error.empty()) throw Error(serving.layout_error);  // the model, not the client
   if (body.size() > options.max_bytes) bad("request body: ", body.size(), " bytes, limit ", options.max_bytes);
+  // Linear-time structure check first (depth); then a plain DOM parse without a callback.
+  if (std::string why = io::check_json_structure(body, options.max_depth); !why.empty()) bad("request: ", why);
   json j;
   try {
-    const int max_depth = options.max_depth;
-    j = json::parse(body.begin(), body.end(), [max_depth](int depth, json::parse_event_t, json&) {
-      if (depth > max_depth) bad("request: JSON nested deeper than ", max_depth, " levels");
-      return true;
-    });
+    j = json::parse(body.begin(), body.end());
   } catch (const json::exception& e) {
     bad("request: invalid JSON: ", e.what());
   }

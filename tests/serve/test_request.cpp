@@ -1,3 +1,5 @@
+#include <chrono>
+
 #include "mtrank/serve/request.hpp"
 #include "serve_fixtures.hpp"
 #include "testing.hpp"
@@ -122,4 +124,25 @@ TEST_CASE("serve: bad requests get errors naming the JSON path", "[serve][reques
   long_seq["click_seq"] = {1, 2, 3};
   CHECK_THROWS_WITH(serve::parse_request(long_seq.dump(), small.schema(), small.serving(), r, id),
                     Contains("request.click_seq: 3 ids, limit 2"));
+}
+
+TEST_CASE("serve: request parsing is linear in the body size", "[serve][request]") {
+  // 1 MiB of empty candidate objects: with nlohmann's parser callback (the old depth limit) each
+  // closing brace rescanned its parent array, 86 s for this body; one SAX pass + a plain parse
+  // take milliseconds. The body is rejected for its candidate count after a full parse.
+  auto p = mtrank::testing::feed_predictor();
+  std::string body = "{\"candidates\":[";
+  while (body.size() < (1u << 20) - 8) body += "{},";
+  body += "{}]}";
+  serve::Request r;
+  serve::RequestEcho id;
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(serve::parse_request(body, p->schema(), p->serving(), r, id, {.max_bytes = 1 << 20}),
+                    Contains("request: missing user field") || Contains("candidates, limit"));
+  WARN("1 MiB of {} candidates parsed and rejected in "
+       << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s");
+  // Deep nesting is still refused before any DOM is built.
+  CHECK_THROWS_WITH(serve::parse_request(std::string(500000, '[') + std::string(500000, ']'), p->schema(), p->serving(), r, id,
+                                         {.max_bytes = 1 << 20}),
+                    Contains("nested deeper than 4 levels"));
 }
