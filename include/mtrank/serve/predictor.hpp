@@ -94,7 +94,8 @@ struct ServingConfig {
   ServingWeights weights = ServingWeights::f32;  // "weights": the packed-weight format of this model
 };
 
-/// Parses {"candidate_fields": [...], "fusion": {...}, "max_candidates": N, "max_sequence_length": N}.
+/// Parses {"candidate_fields": [...], "fusion": {...}, "max_candidates": N, "max_sequence_length": N,
+/// "weights": "f32" | "bf16" | "int8"}.
 ServingConfig parse_serving(const nlohmann::json& j, const data::FeatureSchema& schema, const std::string& path = "serving");
 
 struct PredictorOptions {
