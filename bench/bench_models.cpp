@@ -40,8 +40,9 @@ using namespace mtrank::bench;
 
 namespace {
 
-// infer_bf16 / infer_int8: inference with kernels::set_bf16_inference / set_int8_inference on
-// (bf16 weights for batches <= kernels::kBf16MaxRows; int8 weight-only quantisation).
+// infer_bf16 / infer_int8: inference with the case's serving plan set to bf16 / int8 weights
+// (ModelCase::set_serving_weights; bf16 weights for batches <= kernels::kBf16MaxRows, int8
+// weight-only quantisation for every batch).
 enum class Mode { infer, train, infer_bf16, infer_int8 };
 
 Mode parse_mode(const std::string& s) {
@@ -62,16 +63,10 @@ const char* mode_name(Mode m) {
 }
 bool is_inference(Mode m) { return m != Mode::train; }
 
-/// Sets the inference weight format of the mode for its lifetime.
-class WeightFormatScope {
- public:
-  explicit WeightFormatScope(Mode m) {
-    kernels::set_inference_weights(m == Mode::infer_bf16 ? "bf16" : m == Mode::infer_int8 ? "int8" : "f32");
-  }
-  ~WeightFormatScope() { kernels::set_inference_weights("f32"); }
-  WeightFormatScope(const WeightFormatScope&) = delete;
-  WeightFormatScope& operator=(const WeightFormatScope&) = delete;
-};
+/// The serving weights of an inference mode (f32 for training, which never uses packed copies).
+ServingWeights serving_weights(Mode m) {
+  return m == Mode::infer_bf16 ? ServingWeights::bf16 : m == Mode::infer_int8 ? ServingWeights::int8 : ServingWeights::f32;
+}
 
 double process_cpu_seconds() {
   timespec ts{};
@@ -143,8 +138,8 @@ class CaseCache {
 
 nlohmann::json run_cell(const Cell& cell, CaseCache& cache) {
   set_num_threads(cell.threads);
-  const WeightFormatScope weights(cell.mode);
   ModelCase& c = cache.get(cell.config, cell.batch, cell.mode);
+  c.set_serving_weights(serving_weights(cell.mode));  // the cached case keeps it until the next cell sets its own
   // Warm-up: first-touch of workspaces, optimiser state, oneDNN kernel generation.
   time_loop(c, cell.mode, std::min(0.2, cell.min_time));
   std::vector<double> rates, cpu_rates;
@@ -258,6 +253,7 @@ void BM_Model(benchmark::State& state, std::string config, Mode mode) {
   const int threads = static_cast<int>(state.range(1));
   set_num_threads(threads);
   auto c = make_case(config, batch);
+  c->set_serving_weights(serving_weights(mode));
   for (int i = 0; i < 3; ++i) run_once(*c, mode);  // warm-up
   for (auto _ : state) run_once(*c, mode);
   const double fwd = c->forward_flops_per_batch();

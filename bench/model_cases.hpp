@@ -50,6 +50,7 @@
 #include "mtrank/core/rng.hpp"
 #include "mtrank/core/threading.hpp"
 #include "mtrank/data/batch.hpp"
+#include "mtrank/kernels/bf16.hpp"
 #include "mtrank/kernels/embedding_bag.hpp"
 #include "mtrank/models/model.hpp"
 #include "mtrank/models/parallel_inference.hpp"
@@ -69,8 +70,10 @@ inline const std::vector<std::string>& model_configs() {
 class ModelCase {
  public:
   virtual ~ModelCase() = default;
-  /// Forward pass in inference mode on the next batch.
+  /// Forward pass in inference mode on the next batch (the serving path, in the case's serving weights).
   virtual void infer() = 0;
+  /// The serving plan's weight format of infer() (default f32); throws for bf16 without AVX512_BF16.
+  virtual void set_serving_weights(ServingWeights w) = 0;
   /// One optimisation step (forward, BCE-with-logits loss, backward, Adam / sparse-row Adam).
   virtual void train_step() = 0;
   /// Model FLOPs of one forward pass over a whole batch (averaged over the cycled batches).
@@ -182,10 +185,11 @@ class BuiltCase final : public ModelCase {
     flops_ = (config == "ple" ? ple_flops() : mmoe_flops()) * double(batch);
   }
   void infer() override {
-    // The serving path (Model::serve: Context::serving(), packed weights), as a service runs it.
+    // The serving path (Model::serve: the model's serving_context(), packed weights), as a service runs it.
     if (num_threads() > 1) out_ = parallel_->serve(next());
     else out_ = model_->serve(next(), *ws_);
   }
+  void set_serving_weights(ServingWeights w) override { model_->set_serving_weights(w); }
   void train_step() override {
     loss_ = trainer_->train_step(next());
     if (!std::isfinite(loss_)) fail("bench_models: training loss became ", loss_);
@@ -264,13 +268,13 @@ class DinCase final : public ModelCase {
     cur_ = &data_[static_cast<std::size_t>(cursor_++ % kNumBatches)];
     const int slices = num_threads() > 1 ? models::row_slice_count(B_, num_threads(), kMinSliceRows) : 1;
     if (slices == 1) {
-      out_ = forward(*cur_, Context::serving());
+      out_ = forward(*cur_, Context::serving(weights_));
       return;
     }
     if (static_cast<int>(slices_.size()) < slices) slices_.resize(static_cast<std::size_t>(slices));
     Mat out = ensure(out_all_, B_, 1);
     models::for_each_row_slice(B_, slices, [&](int s, Index begin, Index end) {
-      ConstMat y = forward_rows(*cur_, begin, end, slices_[static_cast<std::size_t>(s)], Context::serving());
+      ConstMat y = forward_rows(*cur_, begin, end, slices_[static_cast<std::size_t>(s)], Context::serving(weights_));
       copy(y, out.row_block(begin, end - begin));
     });
     out_ = out;
@@ -285,6 +289,11 @@ class DinCase final : public ModelCase {
     loss_ = r.total;
     backward(g);
     opt_->step(arena_);
+  }
+  void set_serving_weights(ServingWeights w) override {
+    if (w == ServingWeights::bf16)
+      require(kernels::bf16_available(), "bench_models: bf16 serving weights need AVX512_BF16 (or MTRANK_ISA caps below avx512)");
+    weights_ = w;
   }
 
   double forward_flops_per_batch() const override { return flops_; }
@@ -389,6 +398,7 @@ class DinCase final : public ModelCase {
   std::vector<SliceState> slices_;
   std::vector<float*> scratch_;
   Rng rng_{3};
+  ServingWeights weights_ = ServingWeights::f32;  // the serving plan of infer()
   ConstMat out_;
   double loss_ = 0, flops_ = 0;
 };

@@ -65,14 +65,16 @@ int main(int argc, char** argv) {
     }
     if (checkpoint.empty() == (config.empty() || weights.empty())) throw std::invalid_argument("give --checkpoint or --config + --weights");
     if (threads < 1 || port < 0 || port > 65535) throw std::invalid_argument("bad --threads or --port");
-    kernels::set_inference_weights(weight_format);  // packed f32 / bf16 / int8 serving weights
+    parse_serving_weights(weight_format);  // packed f32 / bf16 / int8 serving weights: the model's plan, see load()
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ranking_server: %s\n", e.what());
     return usage(2);
   }
 
   auto load = [&] {
-    return checkpoint.empty() ? serve::Predictor::from_files(config, weights) : serve::Predictor::from_checkpoint(checkpoint);
+    const serve::PredictorOptions options{.weights = parse_serving_weights(weight_format)};  // overrides the config's
+    return checkpoint.empty() ? serve::Predictor::from_files(config, weights, options)
+                              : serve::Predictor::from_checkpoint(checkpoint, options);
   };
   serve::ModelHandle handle;
   std::atomic<long> version{1};

@@ -18,7 +18,6 @@
 
 #include "mtrank/core/error.hpp"
 #include "mtrank/io/atomic_file.hpp"
-#include "mtrank/kernels/packed_linear.hpp"
 
 static_assert(std::endian::native == std::endian::little,
               "mtrank's safetensors reader copies little-endian bytes directly into native floats");
@@ -531,7 +530,7 @@ LoadReport load_arena(ParameterArena& arena, const SafetensorsFile& file, const 
     file.read_float(*e, p->value, static_cast<std::size_t>(p->numel()));
     report.loaded.push_back(e->name);
   }
-  if (!plan.empty()) kernels::invalidate_packed_weights();  // packed inference copies are stale now
+  if (!plan.empty()) arena.mark_weights_changed();  // this model's packed serving copies are stale now
   return report;
 }
 

@@ -208,49 +208,40 @@ void packed_linear(Index M, const float* x, Index ldx, const PackedMatrix& w, co
 // ---- cache ----
 
 namespace {
-std::atomic<std::uint64_t> g_pack_epoch{1};
-
 std::atomic<bool> g_packed_inference{true};
-std::atomic<bool> g_int8_inference{false};
 }  // namespace
-
-// No invalidation: a PackedWeightCache keeps one copy per format, so switching formats while
-// serving passes run leaves the copy those passes hold alive (only weight changes drop copies).
-void set_int8_inference(bool on) { g_int8_inference.store(on); }
-bool int8_inference() { return g_int8_inference.load(std::memory_order_relaxed); }
-
-void set_inference_weights(std::string_view format) {
-  if (format != "f32" && format != "bf16" && format != "int8")
-    fail("inference weights: expected \"f32\", \"bf16\" or \"int8\", got \"", format, "\"");
-  if (format == "bf16") set_bf16_inference(true);  // throws without AVX512_BF16
-  else if (bf16_inference()) set_bf16_inference(false);
-  set_int8_inference(format == "int8");
-}
 
 void set_packed_inference(bool on) { g_packed_inference.store(on); }
 bool packed_inference() { return g_packed_inference.load(std::memory_order_relaxed); }
 
-WeightFormat inference_format(Index M) {
-  if (int8_inference()) return WeightFormat::int8;
-  static const bool bf16_ok = packed_bf16_supported(packed_linear_kernels());
-  return M <= kBf16MaxRows && bf16_ok && bf16_inference() ? WeightFormat::bf16 : WeightFormat::f32;
+WeightFormat inference_format(Index M, ServingWeights w) {
+  switch (w) {
+    case ServingWeights::f32: return WeightFormat::f32;
+    case ServingWeights::int8: return WeightFormat::int8;
+    case ServingWeights::bf16: {
+      // bf16_available() (not only packed_bf16_supported): the scalar table's bf16 emulation is a
+      // test oracle, not a serving path, so MTRANK_ISA=ref / avx2 serve such a plan in f32.
+      static const bool bf16_ok = bf16_available() && packed_bf16_supported(packed_linear_kernels());
+      return M <= kBf16MaxRows && bf16_ok ? WeightFormat::bf16 : WeightFormat::f32;
+    }
+  }
+  return WeightFormat::f32;
 }
-
-void invalidate_packed_weights() { g_pack_epoch.fetch_add(1, std::memory_order_acq_rel); }
-std::uint64_t packed_weights_epoch() { return g_pack_epoch.load(std::memory_order_acquire); }
 
 struct PackedWeightCache::Impl {
   mutable std::shared_mutex mutex;
   const float* src = nullptr;
   Index N = 0, K = 0;
-  std::uint64_t epoch = 0;
-  std::vector<std::unique_ptr<PackedMatrix>> copies;  // stable addresses: callers hold references
+  std::uint64_t version = 0;
+  // Shared with the serving passes running on them: dropping a copy here never frees it under a
+  // reader (see the header).
+  std::vector<std::shared_ptr<const PackedMatrix>> copies;
 
-  const PackedMatrix* find(const float* w, Index n, Index k, std::uint64_t now, WeightFormat f,
-                           const PackedLinearKernels* table) const {
-    if (src != w || N != n || K != k || epoch != now) return nullptr;
+  std::shared_ptr<const PackedMatrix> find(const float* w, Index n, Index k, std::uint64_t v, WeightFormat f,
+                                           const PackedLinearKernels* table) const {
+    if (src != w || N != n || K != k || version != v) return nullptr;
     for (const auto& c : copies)
-      if (c->format() == f && c->kernels() == table) return c.get();
+      if (c->format() == f && c->kernels() == table) return c;
     return nullptr;
   }
 };
@@ -263,24 +254,23 @@ std::size_t PackedWeightCache::copies() const {
   return impl_->copies.size();
 }
 
-const PackedMatrix& PackedWeightCache::get(const float* w, Index N, Index K, WeightFormat format) {
+std::shared_ptr<const PackedMatrix> PackedWeightCache::get(const float* w, Index N, Index K, WeightFormat format,
+                                                           std::uint64_t version) {
   const PackedLinearKernels* table = &packed_linear_kernels();
-  const std::uint64_t now = packed_weights_epoch();
   Impl& im = *impl_;
   {
     std::shared_lock lock(im.mutex);
-    if (const PackedMatrix* p = im.find(w, N, K, now, format, table)) return *p;
+    if (auto p = im.find(w, N, K, version, format, table)) return p;
   }
   std::unique_lock lock(im.mutex);
-  if (const PackedMatrix* p = im.find(w, N, K, now, format, table)) return *p;
-  if (im.src != w || im.N != N || im.K != K || im.epoch != now) {
-    // Stale copies are dropped only here, under the exclusive lock. A caller still running on a
-    // reference to one would be a weight change racing with inference, which the contract excludes.
-    im.copies.clear();
-    im.src = w, im.N = N, im.K = K, im.epoch = now;
+  if (auto p = im.find(w, N, K, version, format, table)) return p;
+  if (im.src != w || im.N != N || im.K != K || im.version != version) {
+    im.copies.clear();  // passes still running on an old copy hold their own reference
+    im.src = w, im.N = N, im.K = K, im.version = version;
   }
-  im.copies.push_back(std::make_unique<PackedMatrix>(w, N, K, K, format, *table));
-  return *im.copies.back();
+  auto p = std::make_shared<const PackedMatrix>(w, N, K, K, format, *table);
+  im.copies.push_back(p);
+  return p;
 }
 
 }  // namespace mtrank::kernels

@@ -50,7 +50,7 @@ MatrixView<const T> Mlp<T>::forward(MatrixView<const T> x, Workspace& ws, const 
       if (const auto fa = fusable(acts_[i].kind(), ctx.training)) {
         lw.linear.x = h;
         MatrixView<T> y = ensure(lw.act.y, h.rows, linears_[i].out_features());
-        linears_[i].forward_into(h, y, *fa, ctx.packed_weights());
+        linears_[i].forward_into(h, y, *fa, ctx);
         lw.act.x = y;  // relu backward needs only sign(x) = sign(y); sigmoid / tanh use y
         lw.fused_gelu = *fa == kernels::FusedActivation::gelu_erf;
         h = drops_[i].forward(y, lw.drop, ctx);
@@ -75,7 +75,7 @@ MatrixView<const T> Mlp<T>::backward(MatrixView<const T> dy, Workspace& ws, bool
     if (activated(k)) {
       if (lw.fused_gelu) {  // recompute the pre-activation the fused inference forward did not keep
         MatrixView<T> z = ensure(lw.linear.y, lw.linear.x.rows, linears_[k].out_features());
-        linears_[k].forward_into(lw.linear.x, z, kernels::FusedActivation::identity, false);
+        linears_[k].forward_into(lw.linear.x, z, kernels::FusedActivation::identity, Context::inference());
         lw.act.x = z;
       }
       g = drops_[k].backward(g, lw.drop);

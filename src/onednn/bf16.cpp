@@ -1,7 +1,5 @@
 #include "mtrank/kernels/bf16.hpp"
-#include "mtrank/kernels/packed_linear.hpp"
 
-#include <atomic>
 #include <mutex>
 #include <shared_mutex>
 #include <vector>
@@ -13,27 +11,8 @@
 #include "onednn/onednn_common.hpp"
 
 namespace mtrank::kernels {
-namespace {
-std::atomic<bool> g_bf16{false};
-std::atomic<std::uint64_t> g_epoch{1};
-}  // namespace
 
 bool bf16_available() { return cpu_features().avx512_bf16 && active_isa() >= Isa::avx512; }
-
-void set_bf16_inference(bool on) {
-  if (on) {
-    require(bf16_available(), "set_bf16_inference: this CPU lacks AVX512_BF16 (or MTRANK_ISA caps below avx512)");
-    g_epoch.fetch_add(1);  // oneDNN copies only: packed copies are per format and stay valid
-  }
-  g_bf16.store(on);
-}
-
-bool bf16_inference() { return g_bf16.load(std::memory_order_relaxed); }
-void invalidate_bf16_weights() {
-  g_epoch.fetch_add(1);
-  invalidate_packed_weights();
-}
-std::uint64_t bf16_epoch() { return g_epoch.load(std::memory_order_acquire); }
 
 #if MTRANK_HAVE_AVX512
 void f32_to_bf16_avx512bf16(const float* src, std::uint16_t* dst, Index n);  // src/kernels/avx512
@@ -61,14 +40,14 @@ struct Bf16Weights::Impl {
   mutable std::shared_mutex mutex;
   const float* src = nullptr;
   Index K = 0, N = 0;
-  std::uint64_t epoch = 0;
   std::vector<Copy> copies;
 
-  const void* find(const float* w, Index k, Index n, std::uint64_t now, const dnnl::memory::desc& d) const {
-    if (src != w || K != k || N != n || epoch != now) return nullptr;
+  // A handle (shared ownership of the bytes), or an empty one on a miss.
+  dnnl::memory find(const float* w, Index k, Index n, const dnnl::memory::desc& d) const {
+    if (src != w || K != k || N != n) return {};
     for (const Copy& c : copies)
-      if (c.desc == d) return c.mem.get_data_handle();
-    return nullptr;
+      if (c.desc == d) return c.mem;
+    return {};
   }
 };
 
@@ -80,20 +59,24 @@ std::size_t Bf16Weights::copies() const {
   std::shared_lock lock(impl_->mutex);
   return impl_->copies.size();
 }
+void Bf16Weights::invalidate() {
+  std::unique_lock lock(impl_->mutex);
+  impl_->copies.clear();  // calls running on a copy hold their own handle
+}
 
 namespace {
-// The bf16 copy of W [N, K] (read as B [K, N] = W^T) in layout `d`, converting on a miss.
-const void* weights_for(Bf16Weights::Impl& im, const float* w, Index K, Index N, const dnnl::memory::desc& d) {
-  const std::uint64_t now = bf16_epoch();
+// The bf16 copy of W [N, K] (read as B [K, N] = W^T) in layout `d`, converting on a miss. The
+// caller holds the returned handle for the whole matmul.
+dnnl::memory weights_for(Bf16Weights::Impl& im, const float* w, Index K, Index N, const dnnl::memory::desc& d) {
   {
     std::shared_lock lock(im.mutex);
-    if (const void* p = im.find(w, K, N, now, d)) return p;
+    if (dnnl::memory p = im.find(w, K, N, d)) return p;
   }
   std::unique_lock lock(im.mutex);
-  if (const void* p = im.find(w, K, N, now, d)) return p;
-  if (im.src != w || im.K != K || im.N != N || im.epoch != now) {
+  if (dnnl::memory p = im.find(w, K, N, d)) return p;
+  if (im.src != w || im.K != K || im.N != N) {
     im.copies.clear();
-    im.src = w, im.K = K, im.N = N, im.epoch = now;
+    im.src = w, im.K = K, im.N = N;
   }
   const dnnl::engine& eng = onednn::engine();
   using md = dnnl::memory::desc;
@@ -102,7 +85,7 @@ const void* weights_for(Bf16Weights::Impl& im, const float* w, Index K, Index N,
   dnnl::reorder(src, dst).execute(onednn::thread_stream(), src, dst);  // f32 -> bf16 (round to nearest even)
   onednn::thread_stream().wait();
   im.copies.push_back({d, dst});
-  return dst.get_data_handle();
+  return dst;
 }
 }  // namespace
 
@@ -116,11 +99,11 @@ void bf16_linear_fused(Index M, Index K, Index N, const float* x, Index ldx, con
                         .act = static_cast<int>(act), .type = int(onednn::MatmulType::bf16),
                         .bias = b != nullptr, .accumulate = false, .b_any = true, .threads = num_threads()};
   onednn::MatmulEntry& e = onednn::lookup_matmul(key);
-  const void* wconv = weights_for(bf16_impl(wb), w, K, N, onednn::matmul_b_desc(e));
+  const dnnl::memory wconv = weights_for(bf16_impl(wb), w, K, N, onednn::matmul_b_desc(e));
   thread_local onednn::ScratchBuffer xbuf;
   auto* xb = static_cast<std::uint16_t*>(xbuf.get(sizeof(std::uint16_t) * static_cast<std::size_t>(M * K)));
   f32_to_bf16_rows(x, ldx, xb, M, K);
-  onednn::run_matmul(e, xb, wconv, b, y);
+  onednn::run_matmul(e, xb, wconv.get_data_handle(), b, y);
 }
 
 }  // namespace mtrank::kernels

@@ -12,7 +12,6 @@
 #include "mtrank/core/threading.hpp"
 #include "mtrank/io/json_util.hpp"
 #include "mtrank/kernels/optimizer_rows.hpp"
-#include "mtrank/kernels/packed_linear.hpp"
 
 namespace mtrank::train {
 
@@ -140,7 +139,7 @@ void Optimizer::step(ParameterArena& arena) {
   } else {
     for (const WorkChunk& c : work) run(c);
   }
-  kernels::invalidate_packed_weights();  // inference passes must not run on the old weights
+  arena.mark_weights_changed();  // this arena's packed serving copies are stale (no other arena's)
 }
 
 namespace {

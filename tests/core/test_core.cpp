@@ -89,6 +89,34 @@ TEST_CASE("Parameter arena: names, stable pointers, sparse gradients") {
   CHECK(emb.sparse_grad.row(7)[1] == 0.0f);
 }
 
+TEST_CASE("Parameter arena: the weights version is per arena, a replica follows its source") {
+  ParameterArena a(1), b(2);
+  auto& wa = a.add("w", Shape{4, 3});
+  auto& buf = a.add("running_mean", Shape{3}, {.trainable = false});
+  auto& wb = b.add("w", Shape{4, 3});
+  const std::uint64_t a0 = a.weights_version(), b0 = b.weights_version();
+  CHECK(wa.weights_version() == a0);
+  CHECK(buf.weights_version() == a0);
+  a.mark_weights_changed();
+  CHECK(a.weights_version() == a0 + 1);
+  CHECK(wa.weights_version() == a0 + 1);
+  CHECK(wb.weights_version() == b0);  // another arena never moves
+  CHECK(Parameter<float>{}.weights_version() == 0);  // outside an arena: a constant
+
+  // A gradient replica's trainable values are the source's: one counter for both.
+  ParameterArena replica(3);
+  replica.share_values_from(a);
+  auto& wr = replica.add("w", Shape{4, 3});
+  replica.add("running_mean", Shape{3}, {.trainable = false});
+  CHECK(wr.value == wa.value);
+  CHECK(replica.weights_version() == a.weights_version());
+  a.mark_weights_changed();
+  CHECK(wr.weights_version() == a.weights_version());
+  replica.copy_buffers_from(a);  // writes the replica's buffers: moves the shared counter
+  CHECK(wa.weights_version() == a0 + 3);
+  CHECK(b.weights_version() == b0);
+}
+
 TEST_CASE("Same arena seed gives bit-identical initial parameters") {
   ParameterArena a(99), b(99);
   auto& pa = a.add("w", Shape{64}, {.init = Init::normal(0, 1)});

@@ -1,5 +1,5 @@
 // bf16 inference: conversion rounding, bf16_linear_fused error against f32, weight-copy caching and
-// the Linear / Mlp integration. Skips (with a warning) without AVX512_BF16.
+// the Linear / Mlp integration (a bf16 serving plan). Skips (with a warning) without AVX512_BF16.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -12,13 +12,6 @@
 
 using namespace mtrank;
 using namespace mtrank::kernels;
-
-namespace {
-struct Bf16Mode {  // restores f32 inference at scope exit
-  Bf16Mode() { set_bf16_inference(true); }
-  ~Bf16Mode() { set_bf16_inference(false); }
-};
-}  // namespace
 
 TEST_CASE("f32_to_bf16 rounds to nearest even and keeps NaN", "[kernels][bf16]") {
   REQUIRE(f32_to_bf16(1.0f) == 0x3f80);
@@ -39,7 +32,10 @@ TEST_CASE("f32_to_bf16 rounds to nearest even and keeps NaN", "[kernels][bf16]")
 TEST_CASE("bf16_linear_fused is within 1e-2 of f32", "[kernels][bf16]") {
   if (!bf16_available()) {
     WARN("skipped: no AVX512_BF16 (or MTRANK_ISA caps below avx512)");
-    REQUIRE_THROWS_AS(set_bf16_inference(true), Error);
+    const Index M = 1, K = 2, N = 1;
+    std::vector<float> x(2), w(2), y(1);
+    Bf16Weights wb;
+    REQUIRE_THROWS_AS(bf16_linear_fused(M, K, N, x.data(), K, w.data(), wb, nullptr, FusedActivation::identity, y.data(), N), Error);
     return;
   }
   const Index M = GENERATE(1, 2, 5, 64);
@@ -74,7 +70,7 @@ TEST_CASE("bf16_linear_fused is within 1e-2 of f32", "[kernels][bf16]") {
   }
 }
 
-TEST_CASE("bf16 weight copies: reused, rebuilt after invalidation or a new pointer", "[kernels][bf16]") {
+TEST_CASE("bf16 weight copies: reused, rebuilt after invalidate() or a new pointer", "[kernels][bf16]") {
   if (!bf16_available()) {
     WARN("skipped: no AVX512_BF16");
     return;
@@ -87,7 +83,13 @@ TEST_CASE("bf16 weight copies: reused, rebuilt after invalidation or a new point
   w.assign(w.size(), 0.25f);  // changed without invalidation: the stale copy is still used (contract)
   bf16_linear_fused(M, K, N, x.data(), K, w.data(), wb, nullptr, FusedActivation::identity, y.data(), N);
   REQUIRE(y[0] == 8.0f);
-  invalidate_bf16_weights();
+  Bf16Weights other;
+  bf16_linear_fused(M, K, N, x.data(), K, w.data(), other, nullptr, FusedActivation::identity, y.data(), N);
+  REQUIRE(y[0] == 4.0f);  // another object converts on its own
+  other.invalidate();     // and invalidating it leaves wb's copy alone
+  bf16_linear_fused(M, K, N, x.data(), K, w.data(), wb, nullptr, FusedActivation::identity, y.data(), N);
+  REQUIRE(y[0] == 8.0f);
+  wb.invalidate();
   bf16_linear_fused(M, K, N, x.data(), K, w.data(), wb, nullptr, FusedActivation::identity, y.data(), N);
   REQUIRE(y[0] == 4.0f);
   std::vector<float> w2(N * K, 1.0f);
@@ -96,7 +98,7 @@ TEST_CASE("bf16 weight copies: reused, rebuilt after invalidation or a new point
   REQUIRE(wb.copies() == 1);
 }
 
-TEST_CASE("Mlp serving in bf16 mode stays close to f32, training and plain inference never use bf16",
+TEST_CASE("Mlp serving with bf16 weights stays close to f32, training and plain inference never use bf16",
           "[kernels][bf16][nn]") {
   if (!bf16_available()) {
     WARN("skipped: no AVX512_BF16");
@@ -113,8 +115,7 @@ TEST_CASE("Mlp serving in bf16 mode stays close to f32, training and plain infer
   std::vector<float> f32(y32.data, y32.data + B);
   std::vector<float> b16;
   {
-    Bf16Mode on;
-    const auto y = mlp.forward(x.matrix(), ws, Context::serving());
+    const auto y = mlp.forward(x.matrix(), ws, Context::serving(ServingWeights::bf16));
     b16.assign(y.data, y.data + B);
     const auto yi = mlp.forward(x.matrix(), ws);  // plain inference reads the live f32 weights
     for (Index i = 0; i < B; ++i) REQUIRE(yi(i, 0) == f32[i]);
@@ -129,6 +130,6 @@ TEST_CASE("Mlp serving in bf16 mode stays close to f32, training and plain infer
   }
   REQUIRE(std::sqrt(num / den) <= 2e-2);
   REQUIRE(b16 != f32);  // the bf16 path really ran
-  const auto y_after = mlp.forward(x.matrix(), ws);  // mode off again: f32 bits
+  const auto y_after = mlp.forward(x.matrix(), ws);  // plain inference after it: f32 bits
   for (Index i = 0; i < B; ++i) REQUIRE(y_after(i, 0) == f32[i]);
 }

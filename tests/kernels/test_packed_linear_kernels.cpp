@@ -5,6 +5,7 @@
 // emulation and within a bound of the f32 result; thread-count invariance; bad input.
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "kernel_test_util.hpp"
@@ -205,19 +206,31 @@ TEST_CASE("packed_linear: bad arguments throw naming the problem", "[kernels][pa
   packed_linear(0, x.data(), 4, pm, nullptr, FusedActivation::identity, y.data(), 3);  // empty batch: no-op
 }
 
-TEST_CASE("PackedWeightCache: reuses a copy, repacks after invalidation or a new pointer", "[kernels][packed]") {
+TEST_CASE("PackedWeightCache: reuses a copy, repacks for a new version or pointer, keeps old copies alive for their readers",
+          "[kernels][packed]") {
   std::vector<float> w(6 * 5), x(5, 1.f), y(6);
   for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(i % 7) - 3.f;
   PackedWeightCache cache;
-  const PackedMatrix& a = cache.get(w.data(), 6, 5, WeightFormat::f32);
-  REQUIRE(&cache.get(w.data(), 6, 5, WeightFormat::f32) == &a);
+  const std::shared_ptr<const PackedMatrix> a = cache.get(w.data(), 6, 5, WeightFormat::f32, 7);
+  REQUIRE(cache.get(w.data(), 6, 5, WeightFormat::f32, 7) == a);
   REQUIRE(cache.copies() == 1);
-  packed_linear(1, x.data(), 5, a, nullptr, FusedActivation::identity, y.data(), 6);
+  const auto a8 = cache.get(w.data(), 6, 5, WeightFormat::int8, 7);  // one copy per format
+  REQUIRE(a8 != a);
+  REQUIRE(cache.get(w.data(), 6, 5, WeightFormat::f32, 7) == a);
+  REQUIRE(cache.copies() == 2);
+  packed_linear(1, x.data(), 5, *a, nullptr, FusedActivation::identity, y.data(), 6);
   const float before = y[0];
-  w[0] += 10.f;  // a weight change is invisible until invalidation (the documented contract)
-  invalidate_packed_weights();
-  const PackedMatrix& b = cache.get(w.data(), 6, 5, WeightFormat::f32);
-  packed_linear(1, x.data(), 5, b, nullptr, FusedActivation::identity, y.data(), 6);
+  w[0] += 10.f;  // a weight change is invisible until the version moves (the documented contract)
+  REQUIRE(cache.get(w.data(), 6, 5, WeightFormat::f32, 7) == a);
+  const std::shared_ptr<const PackedMatrix> b = cache.get(w.data(), 6, 5, WeightFormat::f32, 8);
+  REQUIRE(b != a);
+  REQUIRE(cache.copies() == 1);  // the version-7 copies were dropped by the cache ...
+  packed_linear(1, x.data(), 5, *a, nullptr, FusedActivation::identity, y.data(), 6);
+  REQUIRE(y[0] == before);  // ... but a reader still holding one runs on it unharmed
+  REQUIRE(a.use_count() == 1);
+  packed_linear(1, x.data(), 5, *b, nullptr, FusedActivation::identity, y.data(), 6);
   REQUIRE(y[0] == before + 10.f);
+  std::vector<float> w2 = w;
+  REQUIRE(cache.get(w2.data(), 6, 5, WeightFormat::f32, 8) != b);  // another pointer: repacked
   REQUIRE(cache.copies() == 1);
 }

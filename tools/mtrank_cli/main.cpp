@@ -167,8 +167,7 @@ struct EvalArgs {
 };
 
 int cmd_eval(const EvalArgs& a) {
-  kernels::set_inference_weights(a.weights);
-  auto p = serve::Predictor::from_checkpoint(a.checkpoint);
+  auto p = serve::Predictor::from_checkpoint(a.checkpoint, {.weights = parse_serving_weights(a.weights)});
   data::Dataset d = eval_data(*p, a.config, a.data_dir, a.split);
   Tensor probs;
   std::vector<float> fused;
@@ -196,8 +195,7 @@ struct PredictArgs {
 };
 
 int cmd_predict(const PredictArgs& a) {
-  kernels::set_inference_weights(a.weights);
-  auto p = serve::Predictor::from_checkpoint(a.checkpoint);
+  auto p = serve::Predictor::from_checkpoint(a.checkpoint, {.weights = parse_serving_weights(a.weights)});
   data::Dataset d = eval_data(*p, a.config, a.data_dir, a.split);
   Tensor probs;
   std::vector<float> fused;

@@ -2,7 +2,14 @@
 // statistics) of a model lives here under a PyTorch state_dict name. Blocks keep raw
 // pointers into the arena; storage never moves after add(), so those pointers stay valid.
 // Optimisers and serialisation walk parameters() in insertion order.
+//
+// Weights version: each arena counts the changes of its values that writers announce
+// (mark_weights_changed(): every optimiser step on the arena, every io::load_arena into it, and
+// code editing values by hand). Copies derived from the weights for serving (the packed copies of
+// nn::Linear, kernels/packed_linear.hpp) are keyed on it and reach it through their Parameter, so
+// loading, training or editing one model never marks another model's copies stale.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <deque>
@@ -68,8 +75,13 @@ struct Parameter {
   bool trainable = true;  // false for buffers (running statistics)
   bool sparse = false;    // gradient kept in sparse_grad (embedding tables)
   SparseRowGrad<T> sparse_grad;
+  // The weights version counter of the arena whose values these are (set by add(); nullptr for a
+  // Parameter made outside an arena, whose version then never moves).
+  const std::atomic<std::uint64_t>* version = nullptr;
 
   Index numel() const { return shape.numel(); }
+  /// The owning arena's weights_version().
+  std::uint64_t weights_version() const { return version ? version->load(std::memory_order_acquire) : 0; }
   MatrixView<T> value_matrix() const { return TensorView<T>{value, shape}.matrix(); }
   MatrixView<T> grad_matrix() const { return TensorView<T>{grad, shape}.matrix(); }
   void zero_grad() {
@@ -109,7 +121,17 @@ class ParameterArenaT {
       const Parameter<T>& s = source.at(p.name);
       std::memcpy(p.value, s.value, sizeof(T) * static_cast<std::size_t>(p.numel()));
     }
+    mark_weights_changed();
   }
+
+  /// The weights version: moves on every mark_weights_changed(). A gradient replica has none of its
+  /// own: it reports (and moves) its value source's, whose values its trainable parameters are.
+  std::uint64_t weights_version() const { return counter().load(std::memory_order_acquire); }
+  /// Marks every copy derived from this arena's values stale (packed serving weights). Optimiser
+  /// steps and io::load_arena call it; so must code that writes values by hand while the model
+  /// may serve afterwards. Touches no other arena (except a replica's source, see above). Must not
+  /// race with serving passes of this arena's model: their weights are changing.
+  void mark_weights_changed() { counter().fetch_add(1, std::memory_order_acq_rel); }
 
   /// Adds a named tensor, initialised from the arena's RNG (deterministic given the seed and
   /// the order of add() calls). Names must be unique.
@@ -121,6 +143,7 @@ class ParameterArenaT {
     p.shape = shape;
     p.trainable = spec.trainable;
     p.sparse = spec.sparse && spec.trainable;
+    p.version = &counter();
     if (source_) {
       const Parameter<T>* src = source_->find(p.name);
       if (!src) fail("parameter arena: replica parameter '", p.name, "' has no counterpart in the source arena");
@@ -180,6 +203,7 @@ class ParameterArenaT {
   Rng& rng() { return rng_; }
 
  private:
+  std::atomic<std::uint64_t>& counter() const { return source_ ? source_->version_ : version_; }
   T* allocate(Index n) {
     // Round each tensor to 64 bytes so every parameter starts aligned.
     const Index per_line = static_cast<Index>(kAlignment / sizeof(T));
@@ -201,6 +225,7 @@ class ParameterArenaT {
   Index chunk_used_ = 0;
   Rng rng_;
   const ParameterArenaT* source_ = nullptr;
+  mutable std::atomic<std::uint64_t> version_{0};  // mutable: a replica moves its source's (counter())
 };
 
 using ParameterArena = ParameterArenaT<float>;

@@ -22,11 +22,12 @@ struct Context {
   Rng* rng = nullptr;  // required when training uses dropout or sampled gates
   // Inference on weights that stay fixed between calls (serving): float Linear layers may run on
   // packed copies of their weights (kernels/packed_linear.hpp), which are refreshed only when the
-  // packing epoch moves (optimiser steps, parameter loads, kernels::invalidate_packed_weights()).
-  // Plain inference() reads the weights as they are on every call (evaluation during training,
-  // finite differences, hand-edited weights).
+  // weights version of their own model's arena moves (optimiser steps on it, io::load_arena into
+  // it, ParameterArena::mark_weights_changed()). Plain inference() reads the weights as they are
+  // on every call (evaluation during training, finite differences, hand-edited weights).
   bool fixed_weights = false;
-  // With fixed_weights: the format of the packed copies (the served model's serving plan).
+  // With fixed_weights: the format of the packed copies (the served model's serving plan, see
+  // models::Model::serving_context(); kernels::inference_format maps it to a format per batch).
   ServingWeights weights = ServingWeights::f32;
 
   static Context inference() { return {}; }

@@ -4,13 +4,13 @@
 //   f32_to_bf16(v):  the upper 16 bits of v rounded to nearest even (NaN stays a quiet NaN)
 //   bf16_linear_fused: y[m, n] = act(sum_k bf16(x[m, k]) * Wb[n, k] + b[n])   (f32 accumulation)
 //
-// Opt-in and inference only: set_bf16_inference(true) makes nn::Linear / nn::Mlp use it for
-// forward passes with ctx.training == false (never in training, never for double). Converted
-// weights live in a Bf16Weights held by each Linear and are rebuilt lazily when the weight pointer
-// changes or when the bf16 epoch changes; set_bf16_inference(true) and invalidate_bf16_weights()
-// bump the epoch. Contract: weights must not be modified while bf16 inference is on without
-// calling invalidate_bf16_weights() afterwards (a serving model's weights are immutable after load;
-// do not call it concurrently with forward passes). Error vs f32: see docs/onednn.md.
+// bf16_linear_fused is the oneDNN path, kept as a kernel (bench_linear compares it with the
+// packed bf16 tiles). Serving passes of nn::Linear / nn::Mlp do not call it: with a model whose
+// serving plan is ServingWeights::bf16 they run kernels::packed_linear on bf16 weights packed once
+// (kernels/packed_linear.hpp). Converted weights live in the caller's Bf16Weights and are rebuilt
+// lazily when the weight pointer or shape changes, or after Bf16Weights::invalidate() (call it
+// after changing W in place; nothing process-wide marks copies stale). Error vs f32: see
+// docs/onednn.md.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -21,15 +21,9 @@
 
 namespace mtrank::kernels {
 
-/// The CPU has AVX512_BF16 (with OS support) and MTRANK_ISA does not cap below avx512.
+/// The CPU has AVX512_BF16 (with OS support) and MTRANK_ISA does not cap below avx512: the
+/// condition for bf16 serving weights (models::Model::set_serving_weights checks it).
 bool bf16_available();
-/// Turns bf16 inference on or off (process-wide). Turning it on throws mtrank::Error when
-/// bf16_available() is false, and invalidates every converted weight copy.
-void set_bf16_inference(bool on);
-bool bf16_inference();
-/// Marks every converted weight copy stale (call after changing weights while bf16 is on).
-void invalidate_bf16_weights();
-std::uint64_t bf16_epoch();
 
 inline std::uint16_t f32_to_bf16(float v) {
   std::uint32_t u;
@@ -48,8 +42,10 @@ void f32_to_bf16(const float* src, std::uint16_t* dst, Index n);
 
 /// bf16 copies of one f32 weight matrix W [N, K], each in the blocked layout a oneDNN bf16 matmul
 /// primitive asked for (usually one layout per weight; a few when batch sizes pick different
-/// kernels). Converted on first use, rebuilt when the source pointer / shape or the bf16 epoch
-/// changes. Safe to use from many threads at once (a shared lock on the lookup).
+/// kernels). Converted on first use, rebuilt when the source pointer / shape changes or after
+/// invalidate(). Safe to use from many threads at once (a shared lock on the lookup); a call
+/// running on a copy keeps it alive (oneDNN memory handles are reference counted), so
+/// invalidate() never frees memory under a concurrent reader.
 class Bf16Weights {
  public:
   Bf16Weights();
@@ -58,6 +54,8 @@ class Bf16Weights {
   Bf16Weights& operator=(const Bf16Weights&) = delete;
   /// Number of converted copies held (tests).
   std::size_t copies() const;
+  /// Marks these copies stale: the next call converts W again (after W was changed in place).
+  void invalidate();
   struct Impl;
 
  private:

@@ -30,8 +30,8 @@
 #pragma once
 #include <cstdint>
 #include <memory>
-#include <string_view>
 
+#include "mtrank/core/context.hpp"
 #include "mtrank/core/cpu.hpp"
 #include "mtrank/core/tensor.hpp"
 #include "mtrank/kernels/linear_fused.hpp"
@@ -111,17 +111,30 @@ class PackedMatrix {
 void packed_linear(Index M, const float* x, Index ldx, const PackedMatrix& w, const float* b, FusedActivation act,
                    float* y, Index ldy);
 
-/// The weight-format copies a float Linear keeps for inference: rebuilt when the weight pointer or
-/// shape changes, or when the global packing epoch moves (invalidate_packed_weights(); every
-/// mtrank optimiser step and parameter load calls it). Safe to use from many threads at once.
+/// The weight-format copies one float Linear keeps for its serving passes. A copy is keyed on the
+/// weight pointer, the shape, the format, the kernel table and the weights version of the arena
+/// that owns W (ParameterArena::weights_version(): moved by every optimiser step on that arena,
+/// every io::load_arena into it and mark_weights_changed()). Nothing process-wide is involved, so
+/// changing one model's weights never touches another model's copies.
+///
+/// Lifetime: get() hands out shared ownership. When the version (or pointer or shape) moves, the
+/// cache drops its references to the old copies and packs new ones, but a serving pass still
+/// running on an old copy keeps it alive until its packed_linear call returns: replacing copies
+/// cannot free memory under a concurrent reader. (Results computed while the weights themselves
+/// are being rewritten are still meaningless: a served model's weights must not change while
+/// that model serves; other models may load or train freely.) Safe to use from many threads at
+/// once: a shared lock on the lookup, an exclusive one only to pack. The cost of the shared
+/// ownership on the hit path is one atomic increment and decrement per Linear call.
 class PackedWeightCache {
  public:
   PackedWeightCache();
   ~PackedWeightCache();
   PackedWeightCache(const PackedWeightCache&) = delete;
   PackedWeightCache& operator=(const PackedWeightCache&) = delete;
-  /// The packed copy of W [N, K] (contiguous) in `format` for the active kernel table.
-  const PackedMatrix& get(const float* w, Index N, Index K, WeightFormat format);
+  /// The packed copy of W [N, K] (contiguous) in `format` for the active kernel table, for the
+  /// weights at `version` (the owning arena's weights_version()); packs on a miss.
+  std::shared_ptr<const PackedMatrix> get(const float* w, Index N, Index K, WeightFormat format,
+                                          std::uint64_t version);
   /// Number of packed copies held (tests).
   std::size_t copies() const;
 
@@ -131,33 +144,23 @@ class PackedWeightCache {
 };
 
 /// Inference forward passes of float Linear layers use packed weights (default on). Off routes
-/// them through f32_linear_fused (sgemm), as in training.
+/// them through f32_linear_fused (sgemm), as in training: a process-wide diagnostic switch (it
+/// selects no format; the format is each model's serving plan, Context::weights).
 void set_packed_inference(bool on);
 bool packed_inference();
-/// With kernels::bf16_inference() on, batches up to this many rows use bf16 weights: there the
+/// With ServingWeights::bf16, batches up to this many rows use bf16 weights: there the
 /// weight bytes dominate and bf16 halves them. This CPU family's vdpbf16ps does 32 multiply-adds
 /// per 2 cycles against 2 x 16 per cycle for f32 FMA (bench_machine_limits: 105.9 vs 211.7
 /// GFLOP/s), so compute-bound batches stay on f32 weights. Measured on the MMoE benchmark
 /// (5.3 MB of f32 weights, read from L3): batch 4 runs 31.9k samples/s in bf16 against 22.4k in
 /// f32, batch 8 33.7k against 45.2k (bench_models --mode infer_bf16 / infer).
 inline constexpr Index kBf16MaxRows = 4;
-/// Serving passes use int8 weights for every batch size (default off; takes precedence over bf16).
-/// Switching formats (this, set_bf16_inference, set_inference_weights) is safe while serving
-/// passes run: each Linear keeps one packed copy per format, and only a weight change (the
-/// packing epoch) drops copies. That is why weight changes must not race with serving passes.
-void set_int8_inference(bool on);
-bool int8_inference();
-/// Both switches above from one name, as tools take it on their command line: "f32" (both off),
-/// "bf16" (bf16 for small batches; throws when the CPU lacks AVX512_BF16) or "int8". Throws
-/// mtrank::Error naming the accepted values for anything else.
-void set_inference_weights(std::string_view format);
 
-/// The weight format an inference pass of M rows uses under the current settings.
-WeightFormat inference_format(Index M);
-
-/// Marks every packed / converted weight copy stale. Call after writing weights by hand while
-/// inference passes may run on packed copies (optimisers and loaders call it themselves).
-void invalidate_packed_weights();
-std::uint64_t packed_weights_epoch();
+/// The packed format a serving pass of M rows uses under a model's serving plan `w`
+/// (Context::weights): f32 -> f32; int8 -> int8 for every M; bf16 -> bf16 for M <= kBf16MaxRows
+/// when bf16_available() (kernels/bf16.hpp), f32 otherwise. A pure function: several models in
+/// one process (or one model under two contexts) may use different formats at the same time;
+/// each Linear keeps one packed copy per format it was asked for.
+WeightFormat inference_format(Index M, ServingWeights w);
 
 }  // namespace mtrank::kernels

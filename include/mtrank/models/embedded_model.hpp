@@ -57,7 +57,7 @@ class EmbeddedModel final : public Model {
     return embedder_.has_co_action() ? nullptr : &embedder_;
   }
   ConstMat serve_embedded(ConstMat x, Model::Workspace& base) const override {
-    return head(x, static_cast<Work&>(base), Context::serving());
+    return head(x, static_cast<Work&>(base), serving_context());
   }
 
   /// The net and the output transform on an embedded input x [B, embedder width].

@@ -188,7 +188,7 @@ class InterestModel final : public Model {
   }
   /// Serving: the bias network is dropped (its inputs, e.g. the display position, are unknown).
   ConstMat serve(const data::Batch& batch, Model::Workspace& base) const override {
-    return run(batch, static_cast<Work&>(base), Context::serving(), false);
+    return run(batch, static_cast<Work&>(base), serving_context(), false);
   }
   /// Gradients of the last forward() (not of serve()).
   void backward(ConstMat d_out, Model::Workspace& base) const override {

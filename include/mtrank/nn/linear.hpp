@@ -1,14 +1,17 @@
 // Linear layer, PyTorch layout: y = x W^T + b, W [out, in], b [out].
 //
 // float forward: kernels::f32_linear_fused (sgemm + a bias/activation epilogue), except for
-// serving passes (ctx.packed_weights(): Context::serving(), weights fixed between calls), which run
-// kernels::packed_linear on a copy of the weights packed once for the micro-kernel
-// (kernels/packed_linear.hpp), kept per Linear and repacked when the packing epoch moves (every
-// optimiser step and parameter load moves it; code writing weights by hand while serving calls
-// kernels::invalidate_packed_weights()). With
-// kernels::set_bf16_inference(true), small batches (M <= kernels::kBf16MaxRows, where weight
-// bandwidth dominates) use bf16 weights. kernels::set_packed_inference(false) routes inference
-// through f32_linear_fused as well. double (gradient checks) keeps matmul + bias.
+// serving passes (ctx.packed_weights(): a model's serving_context() or Context::serving(w),
+// weights fixed between calls), which run kernels::packed_linear on a copy of the weights packed
+// once for the micro-kernel (kernels/packed_linear.hpp). The copy's format is the serving plan
+// ctx.weights (kernels::inference_format: f32; int8 for every batch; bf16 for batches of at most
+// kernels::kBf16MaxRows rows where weight bandwidth dominates), never a process-wide setting, so
+// models in one process may serve in different formats. Copies are kept per Linear and per format
+// and repacked when the weights version of the arena holding the weight moves (every optimiser
+// step on that arena and every io::load_arena into it; code writing weights by hand calls
+// arena.mark_weights_changed()); other arenas' changes never touch them.
+// kernels::set_packed_inference(false) routes inference through f32_linear_fused as well.
+// double (gradient checks) keeps matmul + bias.
 #pragma once
 #include <algorithm>
 #include <memory>
@@ -19,7 +22,6 @@
 #include "mtrank/core/context.hpp"
 #include "mtrank/core/tensor.hpp"
 #include "mtrank/kernels/activation.hpp"
-#include "mtrank/kernels/bf16.hpp"
 #include "mtrank/kernels/gemm.hpp"
 #include "mtrank/kernels/linear_fused.hpp"
 #include "mtrank/kernels/packed_linear.hpp"
@@ -60,25 +62,29 @@ class Linear {
                                   const Context& ctx = {}) const {
     ws.x = x;
     MatrixView<T> y = ensure(ws.y, x.rows, opt_.out);
-    forward_into(x, y, act, ctx.packed_weights());
+    forward_into(x, y, act, ctx);
     return y;
   }
 
   /// y = x W^T + b into caller memory (may be a column block of a wider matrix). Always f32/f64.
   void forward_into(MatrixView<const T> x, MatrixView<T> y) const {
-    forward_into(x, y, kernels::FusedActivation::identity, false);
+    forward_into(x, y, kernels::FusedActivation::identity, Context::inference());
   }
 
-  /// y = act(x W^T + b); with `packed` (serving callers: ctx.packed_weights()) float layers use
-  /// the packed-weight kernels (and bf16 weights for small batches when kernels::bf16_inference()).
-  void forward_into(MatrixView<const T> x, MatrixView<T> y, kernels::FusedActivation act, bool packed) const {
+  /// y = act(x W^T + b); when ctx.packed_weights() (serving passes) float layers use the
+  /// packed-weight kernels on a copy in the format of ctx.weights (see the top of this file).
+  void forward_into(MatrixView<const T> x, MatrixView<T> y, kernels::FusedActivation act, const Context& ctx) const {
     if (x.cols != opt_.in) fail("Linear '", weight_->name, "': input has ", x.cols, " columns, expected ", opt_.in);
     require_shape(y, x.rows, opt_.out, "Linear output");
     if constexpr (std::is_same_v<T, float>) {
       const float* b = bias_ ? bias_->value : nullptr;
-      if (packed && kernels::packed_inference()) {
-        const kernels::PackedMatrix& w = packed_->get(weight_->value, opt_.out, opt_.in, kernels::inference_format(x.rows));
-        kernels::packed_linear(x.rows, x.data, x.stride, w, b, act, y.data, y.stride);
+      if (ctx.packed_weights() && kernels::packed_inference()) {
+        // Held for the whole call: a concurrent repack (another format cannot cause one; only a
+        // weight change of this arena can) never frees the copy under this pass.
+        const std::shared_ptr<const kernels::PackedMatrix> w =
+            packed_->get(weight_->value, opt_.out, opt_.in, kernels::inference_format(x.rows, ctx.weights),
+                         weight_->weights_version());
+        kernels::packed_linear(x.rows, x.data, x.stride, *w, b, act, y.data, y.stride);
       } else
         kernels::f32_linear_fused(x.rows, opt_.in, opt_.out, x.data, x.stride, weight_->value, b, act, y.data,
                                   y.stride);
