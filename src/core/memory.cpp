@@ -2,7 +2,11 @@
 #include <cstring>
 #include <new>
 
+#include "mtrank/core/arena.hpp"
 #include "mtrank/core/tensor.hpp"
+
+#include <atomic>
+#include <unistd.h>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -34,3 +38,31 @@ void* huge_page_alloc(std::size_t bytes) {
 }
 
 }  // namespace mtrank::detail
+
+namespace mtrank {
+namespace {
+std::atomic<std::uint64_t> g_parameter_budget{0};  // 0 = the default
+
+std::uint64_t default_parameter_budget() {
+  static const std::uint64_t bytes = [] {
+    if (const char* v = std::getenv("MTRANK_PARAMETER_BUDGET_BYTES")) {
+      char* end = nullptr;
+      const unsigned long long b = std::strtoull(v, &end, 10);
+      if (end != v && *end == '\0' && b > 0) return static_cast<std::uint64_t>(b);
+    }
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+    if (pages > 0 && page > 0) return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
+    return std::uint64_t{64} << 30;
+  }();
+  return bytes;
+}
+}  // namespace
+
+std::uint64_t parameter_memory_budget() {
+  const std::uint64_t b = g_parameter_budget.load(std::memory_order_relaxed);
+  return b ? b : default_parameter_budget();
+}
+
+void set_parameter_memory_budget(std::uint64_t bytes) { g_parameter_budget.store(bytes, std::memory_order_relaxed); }
+
+}  // namespace mtrank

@@ -113,6 +113,8 @@ std::string describe(const Column& c) {
 
 Dataset parse_csv(std::string_view text, const std::string& source, const FeatureSchema& schema, const CsvOptions& opt) {
   schema.validate();
+  // A UTF-8 byte-order mark (spreadsheet exports) is not part of the first column's name.
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
   const Index ns = static_cast<Index>(schema.sparse.size());
   const Index nd = static_cast<Index>(schema.dense.size());
   const Index nq = static_cast<Index>(schema.sequences.size());

@@ -64,6 +64,14 @@ std::string read_file(const std::filesystem::path& p) {
   return ss.str();
 }
 
+// The model tensors of a weights file by name (optimiser state and trainer-only tensors left out).
+std::unordered_map<std::string, Shape> file_shapes(const io::SafetensorsFile& f) {
+  std::unordered_map<std::string, Shape> m;
+  for (const auto& e : f.entries())
+    if (e.name.rfind(io::kOptimPrefix, 0) != 0 && e.name.rfind("uwl.", 0) != 0) m.emplace(e.name, e.shape);
+  return m;
+}
+
 io::LoadOptions serving_load_options() {
   io::LoadOptions o;
   o.ignore_prefixes = {io::kOptimPrefix, "uwl."};
@@ -280,15 +288,26 @@ Predictor::Predictor(std::unique_ptr<models::Model> model, PredictorOptions opti
 
 std::shared_ptr<const Predictor> Predictor::from_checkpoint(const std::filesystem::path& path, PredictorOptions options) {
   io::CheckpointData meta = io::read_checkpoint_metadata(path);
-  auto model = models::build_model(meta.config);
-  io::load_arena(model->arena(), io::SafetensorsFile::load(path), serving_load_options());
+  io::SafetensorsFile file = io::SafetensorsFile::load(path);
+  std::unique_ptr<models::Model> model;
+  {
+    models::ExpectedShapes expect(file_shapes(file), "'" + path.string() + "'");  // before any allocation
+    model = models::build_model(meta.config);
+  }
+  io::load_arena(model->arena(), file, serving_load_options());
   return std::make_shared<const Predictor>(std::move(model), std::move(options));
 }
 
 std::shared_ptr<const Predictor> Predictor::from_files(const std::filesystem::path& config_json,
                                                        const std::filesystem::path& weights, PredictorOptions options) {
-  auto model = models::build_model(io::parse_json(read_file(config_json), config_json.string()));
-  io::load_arena(model->arena(), io::SafetensorsFile::load(weights), serving_load_options());
+  const json config = io::parse_json(read_file(config_json), config_json.string());
+  io::SafetensorsFile file = io::SafetensorsFile::load(weights);
+  std::unique_ptr<models::Model> model;
+  {
+    models::ExpectedShapes expect(file_shapes(file), "'" + weights.string() + "'");  // before any allocation
+    model = models::build_model(config);
+  }
+  io::load_arena(model->arena(), file, serving_load_options());
   return std::make_shared<const Predictor>(std::move(model), std::move(options));
 }
 

@@ -163,3 +163,42 @@ TEST_CASE("A default tensor is empty and copies safely") {
   c = t;
   CHECK(c.numel() == 0);
 }
+
+TEST_CASE("Shapes whose element count overflows throw instead of wrapping") {
+  const Index big = Index(1) << 62;
+  CHECK_THROWS_WITH(Shape({big, 4}).numel(), Catch::Matchers::Contains("element count overflows 64 bits"));
+  CHECK(Shape({big, 1}).numel() == big);
+  Tensor t;
+  CHECK_THROWS_WITH(t.resize(Shape{Index(1) << 61, 4}), Catch::Matchers::Contains("overflow"));
+}
+
+TEST_CASE("Parameter arena: the memory budget rejects a parameter before allocating it, with the numbers") {
+  set_parameter_memory_budget(1 << 20);  // 1 MiB for arenas created from now on
+  {
+    ParameterArena arena(1);
+    arena.add("small", Shape{16, 16});  // 1 KiB values + 1 KiB gradient
+    CHECK(arena.bytes() == 2 * 16 * 16 * sizeof(float));
+    CHECK_THROWS_WITH(arena.add("big", Shape{1000, 1000}),
+                      Catch::Matchers::Contains("parameter 'big' [1000, 1000] needs 8000000 bytes") &&
+                          Catch::Matchers::Contains("over the memory budget of 1048576 bytes"));
+    CHECK(arena.find("big") == nullptr);
+    // Sparse tables have no dense gradient: only their values count.
+    arena.add("table", Shape{1000, 100}, {.sparse = true});
+    CHECK(arena.bytes() == 2 * 16 * 16 * sizeof(float) + 1000 * 100 * sizeof(float));
+    CHECK_THROWS_WITH(arena.add("huge", Shape{Index(1) << 40, Index(1) << 30}), Catch::Matchers::Contains("overflows"));
+  }
+  set_parameter_memory_budget(0);
+  CHECK(parameter_memory_budget() > (std::uint64_t(1) << 20));
+}
+
+TEST_CASE("Parameter arena: expected shapes are checked before allocation") {
+  ParameterArena arena(1);
+  arena.expect_shapes({{"w", Shape{4, 3}}}, "'model.safetensors'");
+  arena.add("w", Shape{4, 3});
+  CHECK_THROWS_WITH(arena.add("v", Shape{2}), "'model.safetensors': has no tensor 'v', which the config builds with shape [2]");
+  ParameterArena other(1);
+  other.expect_shapes({{"w", Shape{4, 3}}}, "'model.safetensors'");
+  CHECK_THROWS_WITH(other.add("w", Shape{50000000, 8}),
+                    "'model.safetensors': tensor 'w' has shape [4, 3] but the config builds [50000000, 8]");
+  CHECK(other.bytes() == 0);
+}

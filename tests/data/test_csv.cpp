@@ -143,3 +143,12 @@ TEST_CASE("csv: read_csv from a file, comment lines, max_rows, missing labels ma
   CHECK(read_csv(path, s, o).rows == 2);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("CSV: a UTF-8 byte-order mark before the header is not part of the first column name") {
+  FeatureSchema s;
+  s.sparse = {{.name = "item", .vocab = 10, .dim = 2}};
+  s.tasks = {{"click"}};
+  const Dataset d = parse_csv("\xEF\xBB\xBFitem,click\n3,1\n", "bom.csv", s);
+  REQUIRE(d.rows == 1);
+  CHECK(d.sparse[0] == 3);
+}

@@ -5,6 +5,7 @@
 #include "mtrank/data/simulator.hpp"
 #include "mtrank/io/checkpoint.hpp"
 #include "mtrank/models/model.hpp"
+#include "mtrank/serve/predictor.hpp"
 #include "mtrank/train/trainer.hpp"
 #include "testing.hpp"
 
@@ -325,4 +326,29 @@ TEST_CASE("Dense input columns get no gradient computed, the gradients stay righ
       CHECK(worst / scale < 2e-2);
     }
   }
+}
+
+TEST_CASE("Crafted sizes in a config are errors, never a crash or a runaway allocation") {
+  json c = config_for("mmoe");
+  c["model"]["expert"]["layers"] = {4611686018427387904LL};
+  CHECK_THROWS_AS(models::build_model(c), Error);  // the element count overflows (it used to wrap and segfault)
+  c = config_for("mmoe");
+  c["model"]["expert"]["layers"] = {1000000000000LL};
+  CHECK_THROWS_WITH(models::build_model(c), Catch::Matchers::Contains("over the memory budget"));
+  c = config_for("mmoe");
+  c["schema"]["sparse"][1]["vocab"] = 4000000000000000000LL;
+  CHECK_THROWS_WITH(models::build_model(c), Catch::Matchers::Contains("embeddings.item_id.weight") &&
+                                                (Catch::Matchers::Contains("memory budget") || Catch::Matchers::Contains("overflow")));
+}
+
+TEST_CASE("A checkpoint whose shapes differ from its config is rejected before the model is allocated") {
+  json c = config_for("mmoe");
+  auto model = models::build_model(c);
+  const std::string path = (mtrank::testing::temp_dir("shape_check") / "shapes.safetensors").string();
+  // The same weights under a config whose item vocabulary is 5e7 (1.6 GB of embeddings).
+  c["schema"]["sparse"][1]["vocab"] = 50000000;
+  io::save_checkpoint(path, model->arena(), {.config = c});
+  CHECK_THROWS_WITH(serve::Predictor::from_checkpoint(path),
+                    Catch::Matchers::Contains("tensor 'embeddings.item_id.weight' has shape") &&
+                        Catch::Matchers::Contains("but the config builds [50000000, "));
 }

@@ -96,6 +96,13 @@ struct ParameterSpec {
   bool trainable = true;   // false: a buffer (saved, never optimised)
 };
 
+/// The most bytes one arena's parameters (values and dense gradients) may take: a model whose
+/// config asks for more is rejected at the parameter that crosses the line, before allocating
+/// it, with the numbers. Default: the machine's physical memory, or $MTRANK_PARAMETER_BUDGET_BYTES.
+std::uint64_t parameter_memory_budget();
+/// Overrides the budget for arenas created from now on (0 restores the default).
+void set_parameter_memory_budget(std::uint64_t bytes);
+
 template <class T>
 class ParameterArenaT {
  public:
@@ -133,11 +140,23 @@ class ParameterArenaT {
   /// race with serving passes of this arena's model: their weights are changing.
   void mark_weights_changed() { counter().fetch_add(1, std::memory_order_acq_rel); }
 
+  /// Every later add() must match these shapes (a checkpoint's header, compared before the
+  /// model's storage is allocated): a parameter missing from them or of another shape throws
+  /// naming both, before its memory is taken. Set by models::ExpectedShapes while a model is built.
+  void expect_shapes(std::unordered_map<std::string, Shape> shapes, std::string source) {
+    expected_ = std::move(shapes);
+    expected_source_ = std::move(source);
+    expecting_ = true;
+  }
+  /// Bytes of storage taken so far (values and dense gradients, as counted against the budget).
+  std::uint64_t bytes() const { return bytes_; }
+
   /// Adds a named tensor, initialised from the arena's RNG (deterministic given the seed and
   /// the order of add() calls). Names must be unique.
   Parameter<T>& add(std::string name, Shape shape, ParameterSpec spec = {}) {
     require(!name.empty(), "parameter arena: empty parameter name");
     require(!index_.count(name), "parameter arena: duplicate parameter name '", name, "'");
+    reserve(name, shape, spec);
     Parameter<T>& p = params_.emplace_back();
     p.name = std::move(name);
     p.shape = shape;
@@ -203,6 +222,30 @@ class ParameterArenaT {
   Rng& rng() { return rng_; }
 
  private:
+  // Checks, before any allocation, the shape against the expected one and the bytes against the budget.
+  void reserve(const std::string& name, const Shape& shape, const ParameterSpec& spec) {
+    if (expecting_) {
+      auto it = expected_.find(name);
+      if (it == expected_.end())
+        fail(expected_source_, ": has no tensor '", name, "', which the config builds with shape ", shape.str());
+      if (!(it->second == shape))
+        fail(expected_source_, ": tensor '", name, "' has shape ", it->second.str(), " but the config builds ", shape.str());
+    }
+    Index n = 1;
+    for (Index d : shape)
+      if (__builtin_mul_overflow(n, d, &n)) fail("parameter arena: parameter '", name, "' ", shape.str(), ": element count overflows 64 bits");
+    const bool shared = source_ && spec.trainable;
+    const std::uint64_t copies = (shared ? 0 : 1) + (spec.trainable && !spec.sparse ? 1 : 0);
+    std::uint64_t need = 0, total = 0;
+    if (__builtin_mul_overflow(n, sizeof(T) * copies, &need) || __builtin_add_overflow(bytes_, need, &total))
+      fail("parameter arena: parameter '", name, "' ", shape.str(), " needs more than 2^64 bytes");
+    if (total > budget_)
+      fail("parameter arena: parameter '", name, "' ", shape.str(), " needs ", need,
+           " bytes; the model's parameters would take ", total, " bytes, over the memory budget of ", budget_,
+           " bytes ($MTRANK_PARAMETER_BUDGET_BYTES or mtrank::set_parameter_memory_budget)");
+    bytes_ = total;
+  }
+
   std::atomic<std::uint64_t>& counter() const { return source_ ? source_->version_ : version_; }
   T* allocate(Index n) {
     // Round each tensor to 64 bytes so every parameter starts aligned.
@@ -225,6 +268,10 @@ class ParameterArenaT {
   Index chunk_used_ = 0;
   Rng rng_;
   const ParameterArenaT* source_ = nullptr;
+  std::uint64_t bytes_ = 0, budget_ = parameter_memory_budget();
+  bool expecting_ = false;
+  std::unordered_map<std::string, Shape> expected_;
+  std::string expected_source_;
   mutable std::atomic<std::uint64_t> version_{0};  // mutable: a replica moves its source's (counter())
 };
 

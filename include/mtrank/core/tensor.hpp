@@ -6,6 +6,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -45,9 +46,12 @@ class Shape {
   int rank() const { return rank_; }
   Index operator[](int i) const { return dims_[i]; }
   Index& operator[](int i) { return dims_[i]; }
+  /// The element count; throws mtrank::Error when it does not fit in an Index (sizes derived
+  /// from configs and files must never wrap: a wrapped count allocates too little).
   Index numel() const {
     Index n = 1;
-    for (int i = 0; i < rank_; ++i) n *= dims_[i];
+    for (int i = 0; i < rank_; ++i)
+      if (__builtin_mul_overflow(n, dims_[i], &n)) fail("Shape ", str(), ": element count overflows 64 bits");
     return n;
   }
   const Index* begin() const { return dims_.data(); }
@@ -164,6 +168,8 @@ class TensorT {
   void resize(Shape s) {
     Index n = s.numel();
     if (n > capacity_) {
+      if (static_cast<std::uint64_t>(n) > std::numeric_limits<std::size_t>::max() / sizeof(T))
+        fail("tensor ", s.str(), ": ", n, " elements of ", sizeof(T), " bytes overflow the address space");
       buf_.reset(static_cast<T*>(detail::aligned_alloc_bytes(sizeof(T) * static_cast<std::size_t>(n))));
       capacity_ = n;
     }

@@ -5,6 +5,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -22,7 +23,35 @@ inline const ParameterArena*& replica_value_source() {
   thread_local const ParameterArena* source = nullptr;
   return source;
 }
+/// While set on the calling thread, every Model constructed expects these parameter shapes
+/// (ParameterArena::expect_shapes). Set by ExpectedShapes.
+struct ExpectedShapeSet {
+  std::unordered_map<std::string, Shape> shapes;
+  std::string source;
+};
+inline const ExpectedShapeSet*& expected_parameter_shapes() {
+  thread_local const ExpectedShapeSet* set = nullptr;
+  return set;
+}
 }  // namespace detail
+
+/// A scope in which every model built expects its parameters to have the given shapes (a
+/// checkpoint's header): build_model then fails at the first parameter missing from them or of
+/// another shape, before allocating it, instead of after building the whole model.
+class ExpectedShapes {
+ public:
+  ExpectedShapes(std::unordered_map<std::string, Shape> shapes, std::string source)
+      : set_{std::move(shapes), std::move(source)}, previous_(detail::expected_parameter_shapes()) {
+    detail::expected_parameter_shapes() = &set_;
+  }
+  ~ExpectedShapes() { detail::expected_parameter_shapes() = previous_; }
+  ExpectedShapes(const ExpectedShapes&) = delete;
+  ExpectedShapes& operator=(const ExpectedShapes&) = delete;
+
+ private:
+  detail::ExpectedShapeSet set_;
+  const detail::ExpectedShapeSet* previous_;
+};
 
 class Model {
  public:
@@ -34,6 +63,7 @@ class Model {
   explicit Model(nlohmann::json config, data::FeatureSchema schema, std::uint64_t seed)
       : config_(std::move(config)), schema_(std::move(schema)), arena_(seed) {
     if (const ParameterArena* source = detail::replica_value_source()) arena_.share_values_from(*source);
+    if (const detail::ExpectedShapeSet* e = detail::expected_parameter_shapes()) arena_.expect_shapes(e->shapes, e->source);
   }
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
