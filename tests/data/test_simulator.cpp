@@ -41,12 +41,13 @@ double indicator_auc(const std::vector<int>& x, const std::vector<float>& y) {
 
 }  // namespace
 
-TEST_CASE("simulator: default options are fast, valid and deterministic", "[data][simulator]") {
+TEST_CASE("simulator: default options are valid and deterministic", "[data][simulator]") {
   const auto t0 = std::chrono::steady_clock::now();
   FeedSimulation a = simulate_feed();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Speed is measured by the benchmarks (bench/), not asserted here: a loaded or slower machine
+  // must not fail a functional test. The time is reported for information only.
   WARN("simulate_feed(default 200k impressions): " << secs << " s");
-  CHECK(secs < 2.0);
   const Dataset& d = a.dataset;
   REQUIRE(d.rows == 200000);
   d.validate();
