@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mtrank/core/threading.hpp"
 #include "mtrank/data/simulator.hpp"
 #include "mtrank/models/model.hpp"
 #include "mtrank/train/trainer.hpp"
@@ -56,6 +57,7 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  mtrank::use_passive_openmp_wait(argc, argv);  // idle OpenMP threads sleep (core/threading.hpp)
   std::string model_type = "mmoe", config_path, metrics_path, checkpoint_path;
   mtrank::Index epochs = 1, impressions = 2000000;  // more distinct impressions close the oracle gap best (docs/results.md)
   std::uint64_t seed = 42;
