@@ -99,14 +99,27 @@ TEST_CASE("trainer: the checkpoint and the model hold the best validation epoch,
   opt.metrics_path = (dir / "metrics.jsonl").string();
   if (on_disk) opt.checkpoint_path = (dir / "best.safetensors").string();
   opt.last_checkpoint_path = (dir / "last.safetensors").string();
+  data::Batch probe;
+  splits().test.slice(0, 64, probe);
+  auto serve_ws = model->make_workspace();
   opt.on_record = [&](const nlohmann::ordered_json& r) {
     printed.push_back(ojson::parse(r.dump()));
-    if (r["record"] == "epoch") at_epoch.push_back(weights_of(*model));
+    if (r["record"] == "epoch") {
+      at_epoch.push_back(weights_of(*model));
+      model->serve(probe, *serve_ws);  // packs serving copies of this epoch's weights
+    }
   };
   train::Trainer t(*model, adam, opt);
   const auto hist = t.fit(splits().train, &splits().valid);
   REQUIRE(hist.size() == 5);
   REQUIRE(at_epoch.size() == 5);
+  // A serving pass right after fit (before anything else loads weights): packed copies must not
+  // be those of the last epoch.
+  std::vector<float> served_after_fit;
+  {
+    const ConstMat y = model->serve(probe, *serve_ws);
+    for (Index r = 0; r < y.rows; ++r) served_after_fit.insert(served_after_fit.end(), y.row(r), y.row(r) + y.cols);
+  }
 
   // The best epoch is the first one with the highest mean validation AUC.
   std::size_t best = 0;
@@ -146,6 +159,12 @@ TEST_CASE("trainer: the checkpoint and the model hold the best validation epoch,
   train::Adam unused;
   train::Trainer ref(*reference, unused, {.progress = 2});
   const auto expect = ref.evaluate_detailed(splits().test);
+  // Serving passes (packed weight copies) saw the restored weights, not the last epoch's.
+  auto ref_ws = reference->make_workspace();
+  const ConstMat want = reference->serve(probe, *ref_ws);
+  REQUIRE(static_cast<Index>(served_after_fit.size()) == want.rows * want.cols);
+  for (Index r = 0; r < want.rows; ++r)
+    for (Index k = 0; k < want.cols; ++k) REQUIRE(served_after_fit[r * want.cols + k] == want(r, k));
   REQUIRE(expect.tasks.size() == tr.test.tasks.size());
   CHECK(expect.loss == tr.test.loss);
   for (std::size_t k = 0; k < expect.tasks.size(); ++k) CHECK(expect.tasks[k].auc == tr.test.tasks[k].auc);
