@@ -126,16 +126,17 @@ struct RunResult {
   double seconds = 0;
 };
 
-/// Builds `config`, trains on `train` for topt.epochs (no early stopping, no validation during
-/// training unless `valid_each_epoch`) and evaluates on `test`.
+/// Builds `config`, trains on `train` for topt.epochs and evaluates on `test`. Without `valid`
+/// the last epoch is evaluated; with it (never the test set) early stopping (topt.patience) and
+/// the choice of the best epoch watch `valid`.
 inline RunResult train_and_evaluate(const json& config, const json& optimizer, const data::Dataset& train,
                                     const data::Dataset& test, train::TrainerOptions topt,
-                                    bool valid_each_epoch = false) {
+                                    const data::Dataset* valid = nullptr) {
   Stopwatch sw;
   auto model = models::build_model(config);
   auto opt = train::make_optimizer(optimizer);
   train::Trainer trainer(*model, *opt, topt);
-  trainer.fit(train, valid_each_epoch ? &test : nullptr);
+  trainer.fit(train, valid);
   RunResult r;
   r.test = trainer.evaluate(test).second;
   r.params = model->arena().num_trainable();

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mtrank/core/threading.hpp"
 #include "mtrank/data/simulator.hpp"
 #include "mtrank/models/model.hpp"
 #include "mtrank/train/trainer.hpp"
@@ -56,6 +57,7 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  mtrank::use_passive_openmp_wait(argc, argv);  // idle OpenMP threads sleep (core/threading.hpp)
   std::string model_type = "mmoe", config_path, metrics_path, checkpoint_path;
   mtrank::Index epochs = 1, impressions = 2000000;  // more distinct impressions close the oracle gap best (docs/results.md)
   std::uint64_t seed = 42;
@@ -81,7 +83,9 @@ int main(int argc, char** argv) try {
   std::fprintf(stderr, "simulating %lld impressions (2 scenes, tasks click / interaction / long_dwell)...\n",
                (long long)impressions);
   auto dataset = mtrank::data::make_feed_dataset(sim);
-  auto [train, test] = mtrank::data::train_test_split(dataset, 0.2);
+  auto [rest, test] = mtrank::data::train_test_split(dataset, 0.2);
+  // 10% of the training rows for validation: epochs are chosen on it, never on the test split.
+  auto [train, valid] = mtrank::data::random_split(rest, 0.1, seed);
 
   json config;
   if (!config_path.empty()) {
@@ -103,12 +107,12 @@ int main(int argc, char** argv) try {
   topt.metrics_path = metrics_path;
   topt.checkpoint_path = checkpoint_path;
   mtrank::train::Trainer trainer(*model, *optimizer, topt);
-  std::fprintf(stderr, "model %s: %lld trainable parameters; %lld train rows, %lld test rows\n",
+  std::fprintf(stderr, "model %s: %lld trainable parameters; %lld train rows, %lld valid rows, %lld test rows\n",
                config["model"]["type"].get<std::string>().c_str(), (long long)model->arena().num_trainable(),
-               (long long)train.rows, (long long)test.rows);
-  trainer.fit(train, &test);
+               (long long)train.rows, (long long)valid.rows, (long long)test.rows);
+  trainer.fit(train, &valid);  // the model ends with the best validation epoch's weights
 
-  const auto [loss, metrics] = trainer.evaluate(test);
+  const auto metrics = trainer.test(test).test.tasks;  // scored once; the final --metrics record
   const auto oracle = mtrank::data::oracle_metrics(test);
   std::printf("\n%-12s %9s %9s %9s   %9s %9s %9s\n", "task", "AUC", "GAUC", "logloss", "oracleAUC", "oracleGAUC",
               "oracleLL");

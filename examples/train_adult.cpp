@@ -11,6 +11,7 @@
 
 #include "data_dir.hpp"
 #include "experiment_util.hpp"
+#include "mtrank/core/threading.hpp"
 #include "mtrank/data/readers.hpp"
 
 using namespace mtrank;
@@ -33,6 +34,7 @@ json model_config(const std::string& type) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  mtrank::use_passive_openmp_wait(argc, argv);  // idle OpenMP threads sleep (core/threading.hpp)
   examples::Flags flags(argc, argv, "train_adult: SharedBottom / MMoE / PLE on UCI Adult (income, never_married)",
                         {{"models", "shared_bottom,mmoe,ple"},
                          {"seeds", "3"},

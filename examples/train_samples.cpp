@@ -13,6 +13,7 @@
 
 #include "data_dir.hpp"
 #include "experiment_util.hpp"
+#include "mtrank/core/threading.hpp"
 #include "mtrank/data/readers.hpp"
 
 using namespace mtrank;
@@ -48,6 +49,7 @@ void run(const std::string& name, const data::Dataset& train, const data::Datase
 }  // namespace
 
 int main(int argc, char** argv) try {
+  mtrank::use_passive_openmp_wait(argc, argv);  // idle OpenMP threads sleep (core/threading.hpp)
   examples::Flags flags(argc, argv, "train_samples: loader smoke tests on the tiny Census-Income and Ali-CCP samples",
                         {{"epochs", "20"}, {"data-dir", ""}});
   if (flags.help()) return 0;

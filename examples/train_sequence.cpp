@@ -14,6 +14,7 @@
 
 #include "data_dir.hpp"
 #include "experiment_util.hpp"
+#include "mtrank/core/threading.hpp"
 #include "mtrank/data/readers.hpp"
 #include "mtrank/data/simulator.hpp"
 #include "mtrank/train/metrics.hpp"
@@ -69,6 +70,7 @@ json preset(const std::string& name, const Fields& f, Index max_len) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  mtrank::use_passive_openmp_wait(argc, argv);  // idle OpenMP threads sleep (core/threading.hpp)
   examples::Flags flags(argc, argv, "train_sequence: DIN / DMT / SIM vs pooling baselines",
                         {{"data", "sim"}, {"data-dir", ""}, {"model", "din"}, {"max-len", "20"}, {"impressions", "60000"},
                          {"users", "2000"}, {"items", "5000"}, {"epochs", "2"}, {"lr", "0.003"}, {"batch", "256"},

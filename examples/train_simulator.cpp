@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "experiment_util.hpp"
+#include "mtrank/core/threading.hpp"
 #include "mtrank/data/simulator.hpp"
 
 using namespace mtrank;
@@ -66,6 +67,7 @@ data::Dataset rows_of_scene(const data::Dataset& d, std::int32_t scene) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  mtrank::use_passive_openmp_wait(argc, argv);  // idle OpenMP threads sleep (core/threading.hpp)
   examples::Flags flags(argc, argv, "train_simulator: multi-task models on the feed simulator next to the oracle",
                         {{"mode", "models"},
                          {"models", "shared_bottom,mmoe,ple,snr_trans,snr_aver"},

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "experiment_util.hpp"
+#include "mtrank/core/threading.hpp"
 #include "mtrank/data/mmoe_synthetic.hpp"
 
 using namespace mtrank;
@@ -49,6 +50,7 @@ json model_config(const std::string& type, Index tower) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  mtrank::use_passive_openmp_wait(argc, argv);  // idle OpenMP threads sleep (core/threading.hpp)
   examples::Flags flags(argc, argv,
                         "train_synthetic: SharedBottom vs MMoE vs PLE vs SNR on the MMoE paper's synthetic data "
                         "(test MSE per task, mean ± std over seeds)",

@@ -40,6 +40,7 @@ std::string error_json(const std::string& msg) { return json{{"error", msg}}.dum
 }  // namespace
 
 int main(int argc, char** argv) {
+  mtrank::use_passive_openmp_wait(argc, argv);  // idle OpenMP threads sleep (core/threading.hpp)
   std::string checkpoint, config, weights, weight_format = "f32", host = "127.0.0.1";
   int port = 8080, threads = 4;
   std::size_t max_body = 1 << 20;

@@ -329,4 +329,23 @@ std::pair<Dataset, Dataset> train_test_split(const Dataset& d, double test_fract
   return {d.take(train), d.take(test)};
 }
 
+std::pair<Dataset, Dataset> random_split(const Dataset& d, double fraction, std::uint64_t seed) {
+  require(fraction >= 0 && fraction <= 1, "random_split: fraction must be in [0, 1], got ", fraction);
+  const Index n_out = static_cast<Index>(std::llround(fraction * double(d.rows)));
+  // Partial Fisher–Yates: the first n_out entries of perm are a uniform sample of the rows.
+  std::vector<Index> perm(static_cast<std::size_t>(d.rows));
+  std::iota(perm.begin(), perm.end(), Index{0});
+  Rng rng(seed);
+  for (Index i = 0; i < n_out; ++i)
+    std::swap(perm[static_cast<std::size_t>(i)],
+              perm[static_cast<std::size_t>(i + static_cast<Index>(rng.below(static_cast<std::uint64_t>(d.rows - i))))]);
+  std::vector<char> out(static_cast<std::size_t>(d.rows), 0);
+  for (Index i = 0; i < n_out; ++i) out[static_cast<std::size_t>(perm[static_cast<std::size_t>(i)])] = 1;
+  std::vector<Index> keep, split;
+  keep.reserve(static_cast<std::size_t>(d.rows - n_out));
+  split.reserve(static_cast<std::size_t>(n_out));
+  for (Index r = 0; r < d.rows; ++r) (out[static_cast<std::size_t>(r)] ? split : keep).push_back(r);
+  return {d.take(keep), d.take(split)};
+}
+
 }  // namespace mtrank::data

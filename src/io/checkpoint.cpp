@@ -20,8 +20,15 @@ CheckpointData read_metadata(const SafetensorsFile& f) {
   if (format != kCheckpointFormat)
     fail(f.what(), ": checkpoint format \"", format, "\" is not supported (expected \"", kCheckpointFormat, "\")");
   CheckpointData d;
+  if (auto it = md.find("mtrank.kind"); it != md.end()) {
+    if (it->second != kTrainingKind && it->second != kServingKind)
+      fail(f.what(), ": metadata \"mtrank.kind\" is \"", it->second, "\" (expected \"", kTrainingKind, "\" or \"",
+           kServingKind, "\")");
+    d.kind = it->second;
+  }
   d.config = parse_json(get("mtrank.config"), f.what() + ": metadata \"mtrank.config\"");
-  d.train_state = parse_json(get("mtrank.train_state"), f.what() + ": metadata \"mtrank.train_state\"");
+  if (d.kind == kTrainingKind || md.count("mtrank.train_state"))
+    d.train_state = parse_json(get("mtrank.train_state"), f.what() + ": metadata \"mtrank.train_state\"");
   return d;
 }
 
@@ -52,6 +59,24 @@ void save_checkpoint(const std::filesystem::path& path, const ParameterArena& ar
   w.set_metadata("mtrank.config", dump_json(data.config, "config"));
   w.set_metadata("mtrank.train_state", dump_json(data.train_state, "train_state"));
   w.save(path);
+}
+
+std::size_t save_serving_weights(const std::filesystem::path& path, const ParameterArena& arena,
+                                 const nlohmann::json& config, const std::vector<std::string>& exclude_prefixes) {
+  SafetensorsWriter w;
+  std::size_t n = 0;
+  for (const auto& p : arena.parameters()) {
+    bool skip = false;
+    for (const auto& pre : exclude_prefixes) skip = skip || p.name.rfind(pre, 0) == 0;
+    if (skip) continue;
+    w.add(p.name, TensorView<const float>{p.value, p.shape});
+    ++n;
+  }
+  w.set_metadata("mtrank.format", kCheckpointFormat);
+  w.set_metadata("mtrank.kind", kServingKind);
+  w.set_metadata("mtrank.config", dump_json(config, "config"));
+  w.save(path);
+  return n;
 }
 
 CheckpointData load_checkpoint(const std::filesystem::path& path, ParameterArena& arena) {

@@ -250,4 +250,61 @@ std::vector<TaskMetrics> evaluate_tasks(MatrixView<const float> probs, MatrixVie
   return acc.compute();
 }
 
+std::vector<SceneMetrics> evaluate_tasks_by_scene(MatrixView<const float> probs, MatrixView<const float> labels,
+                                                  MatrixView<const float> mask, std::span<const std::int64_t> users,
+                                                  std::span<const std::int32_t> scenes, std::int32_t num_scenes,
+                                                  std::span<const TaskKind> kinds, std::span<const std::string> names,
+                                                  std::span<const float> weights, double log_loss_eps) {
+  const Index N = probs.rows, K = probs.cols;
+  require(num_scenes >= 1, "evaluate_by_scene: num_scenes must be >= 1, got ", num_scenes);
+  if (static_cast<Index>(scenes.size()) != N)
+    fail("evaluate_by_scene: scenes has ", scenes.size(), " entries, expected ", N, " (one per row)");
+  require_shape(labels, N, K, "evaluate_by_scene: labels");
+  const bool has_mask = mask.data != nullptr;
+  if (has_mask) require_shape(mask, N, K, "evaluate_by_scene: mask");
+  if (!users.empty() && static_cast<Index>(users.size()) != N)
+    fail("evaluate_by_scene: users has ", users.size(), " entries, expected ", N, " (one per row) or none");
+  if (!weights.empty() && static_cast<Index>(weights.size()) != N)
+    fail("evaluate_by_scene: weights has ", weights.size(), " entries, expected ", N, " (one per row) or none");
+  std::vector<std::vector<Index>> rows(static_cast<std::size_t>(num_scenes));
+  for (Index r = 0; r < N; ++r) {
+    const std::int32_t s = scenes[static_cast<std::size_t>(r)];
+    if (s < 0 || s >= num_scenes) fail("evaluate_by_scene: row ", r, " has scene ", s, ", expected [0, ", num_scenes, ")");
+    rows[static_cast<std::size_t>(s)].push_back(r);
+  }
+  std::vector<SceneMetrics> out;
+  std::vector<float> p, y, m, w;
+  std::vector<std::int64_t> u;
+  for (std::int32_t s = 0; s < num_scenes; ++s) {
+    const auto& idx = rows[static_cast<std::size_t>(s)];
+    const Index n = static_cast<Index>(idx.size());
+    p.resize(static_cast<std::size_t>(n * K));
+    y.resize(p.size());
+    m.resize(has_mask ? p.size() : 0);
+    u.clear();
+    w.clear();
+    for (Index i = 0; i < n; ++i) {
+      const Index r = idx[static_cast<std::size_t>(i)];
+      for (Index k = 0; k < K; ++k) {
+        p[static_cast<std::size_t>(i * K + k)] = probs(r, k);
+        y[static_cast<std::size_t>(i * K + k)] = labels(r, k);
+        if (has_mask) m[static_cast<std::size_t>(i * K + k)] = mask(r, k);
+      }
+      if (!users.empty()) u.push_back(users[static_cast<std::size_t>(r)]);
+      if (!weights.empty()) w.push_back(weights[static_cast<std::size_t>(r)]);
+    }
+    SceneMetrics sm;
+    sm.scene = s;
+    sm.rows = n;
+    const MatrixView<const float> pm(p.data(), n, K), ym(y.data(), n, K);
+    const MatrixView<const float> mm = has_mask ? MatrixView<const float>(m.data(), n, K) : MatrixView<const float>();
+    // An empty user list would mean "no GAUC"; a scene without rows has no GAUC either way.
+    sm.tasks = evaluate_tasks(pm, ym, mm, users.empty() ? std::span<const std::int64_t>() : std::span<const std::int64_t>(u),
+                              kinds, names, weights.empty() ? std::span<const float>() : std::span<const float>(w),
+                              log_loss_eps);
+    out.push_back(std::move(sm));
+  }
+  return out;
+}
+
 }  // namespace mtrank::train

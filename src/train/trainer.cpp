@@ -12,6 +12,8 @@
 
 #include "mtrank/core/threading.hpp"
 #include "mtrank/io/checkpoint.hpp"
+#include "mtrank/io/safetensors.hpp"
+#include "mtrank/kernels/packed_linear.hpp"
 #include "mtrank/models/parallel_inference.hpp"
 
 namespace mtrank::train {
@@ -35,24 +37,73 @@ double mean_auc(const std::vector<TaskMetrics>& m) {
   return n ? s / n : std::nan("");
 }
 
-nlohmann::json metrics_json(const std::vector<TaskMetrics>& ms) {
-  nlohmann::json j = nlohmann::json::object();
-  auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
-  for (auto& m : ms) {
-    nlohmann::json t = {{"count", m.count}, {"mean_prediction", num(m.mean_prediction)}, {"mean_label", num(m.mean_label)}};
-    if (m.kind == TaskKind::binary) {
-      t["auc"] = num(m.auc);
-      t["gauc"] = num(m.gauc);
-      t["log_loss"] = num(m.log_loss);
-      t["calibration"] = num(m.calibration);
-    } else {
-      t["mse"] = num(m.mse);
-    }
-    j[m.name] = t;
+using ojson = nlohmann::ordered_json;
+ojson num_or_null(double v) { return std::isfinite(v) ? ojson(v) : ojson(nullptr); }
+}  // namespace
+
+nlohmann::ordered_json task_metrics_json(const TaskMetrics& m) {
+  ojson t = {{"count", m.count}, {"mean_prediction", num_or_null(m.mean_prediction)},
+                      {"mean_label", num_or_null(m.mean_label)}};
+  if (m.kind == TaskKind::binary) {
+    t["auc"] = num_or_null(m.auc);
+    t["gauc"] = num_or_null(m.gauc);
+    t["log_loss"] = num_or_null(m.log_loss);
+    t["calibration"] = num_or_null(m.calibration);
+  } else {
+    t["mse"] = num_or_null(m.mse);
   }
+  return t;
+}
+
+nlohmann::ordered_json tasks_json(const std::vector<TaskMetrics>& ms) {
+  ojson j = ojson::object();
+  for (auto& m : ms) j[m.name] = task_metrics_json(m);
   return j;
 }
-}  // namespace
+
+nlohmann::ordered_json scenes_json(const std::vector<SceneMetrics>& scenes) {
+  if (scenes.empty()) return nullptr;
+  ojson j = ojson::array();
+  for (auto& s : scenes) j.push_back({{"scene", s.scene}, {"rows", s.rows}, {"tasks", tasks_json(s.tasks)}});
+  return j;
+}
+
+nlohmann::ordered_json record_json(const EpochRecord& r, const std::string& monitor) {
+  const bool evaluated = !r.valid.empty();
+  using json = ojson;
+  return json{{"record", "epoch"},
+              {"epoch", r.epoch},
+              {"steps", r.steps},
+              {"global_step", r.global_step},
+              {"train_loss", num_or_null(r.train_loss)},
+              {"rows_per_second", num_or_null(r.rows_per_second)},
+              {"split", evaluated ? json("valid") : json(nullptr)},
+              {"loss", evaluated ? num_or_null(r.valid_loss) : json(nullptr)},
+              {"monitor", monitor},
+              {"score", evaluated ? num_or_null(r.score) : json(nullptr)},
+              {"best", evaluated ? json(r.improved) : json(nullptr)},
+              {"best_epoch", r.best_epoch > 0 ? json(r.best_epoch) : json(nullptr)},
+              {"tasks", evaluated ? tasks_json(r.valid) : json(nullptr)},
+              {"scenes", scenes_json(r.valid_scenes)}};
+}
+
+nlohmann::ordered_json record_json(const TestRecord& r, const std::string& monitor) {
+  using json = ojson;
+  return json{{"record", "test"},
+              {"epoch", r.epoch},
+              {"steps", nullptr},
+              {"global_step", r.global_step},
+              {"train_loss", nullptr},
+              {"rows_per_second", nullptr},
+              {"split", "test"},
+              {"loss", num_or_null(r.test.loss)},
+              {"monitor", monitor},
+              {"score", num_or_null(r.score)},
+              {"best", r.selected},
+              {"best_epoch", r.selected ? json(r.epoch) : json(nullptr)},
+              {"tasks", tasks_json(r.test.tasks)},
+              {"scenes", scenes_json(r.test.scenes)}};
+}
 
 std::vector<TaskLossSpec> default_task_losses(const data::FeatureSchema& schema) {
   std::vector<TaskLossSpec> specs;
@@ -67,6 +118,8 @@ Trainer::Trainer(models::Model& model, Optimizer& optimizer, TrainerOptions opt)
   require(opt_.epochs >= 0, "trainer.epochs: expected >= 0, got ", opt_.epochs);
   require(opt_.data_parallel_min_rows >= 0, "trainer.data_parallel_min_rows: expected >= 0, got ",
           opt_.data_parallel_min_rows);
+  require(opt_.checkpoint_path.empty() || opt_.checkpoint_path != opt_.last_checkpoint_path,
+          "trainer: checkpoint_path and last_checkpoint_path must differ (both '", opt_.checkpoint_path, "')");
   require(opt_.monitor == "auc" || opt_.monitor == "loss", "trainer.monitor: expected \"auc\" or \"loss\", got \"",
           opt_.monitor, "\"");
   if (opt_.tasks.empty()) opt_.tasks = default_task_losses(model.schema());
@@ -273,34 +326,54 @@ void Trainer::pcgrad_backward(ConstMat g) {
 }
 
 std::pair<double, std::vector<TaskMetrics>> Trainer::evaluate(const data::Dataset& data) const {
+  Evaluation e = evaluate_detailed(data);
+  return {e.loss, std::move(e.tasks)};
+}
+
+Evaluation Trainer::evaluate_detailed(const data::Dataset& data) const {
   std::vector<TaskKind> kinds;
   std::vector<std::string> names;
   for (auto& t : opt_.tasks) {
     kinds.push_back(task_kind(t.kind));
     names.push_back(t.name);
   }
-  MetricAccumulator acc(kinds, names);
+  const Index K = static_cast<Index>(kinds.size());
   // Row slices over num_threads() threads (one slice, i.e. Model::forward, at one thread).
   models::ParallelInference scorer(model_);
   data::Batch b;
-  Tensor probs;
+  Tensor probs(Shape{data.rows, K});
   double loss_sum = 0;
   Index rows = 0;
   for (Index s = 0; s < data.rows; s += opt_.eval_batch_size) {
     const Index e = std::min(data.rows, s + opt_.eval_batch_size);
     data.slice(s, e, b);
     ConstMat out = scorer.forward(b);
+    require(out.rows == e - s && out.cols == K, "trainer: the model returned [", out.rows, ", ", out.cols,
+            "] for ", e - s, " rows and ", K, " tasks");
     LossResult r = loss_.compute(out, b.labels.matrix(), b.label_mask.matrix(), Mat{});
     loss_sum += r.total * double(e - s);
     rows += e - s;
-    Mat p = ensure(probs, out.rows, out.cols);
     for (Index i = 0; i < out.rows; ++i)
-      for (Index k = 0; k < out.cols; ++k)
-        p(i, k) = kinds[k] == TaskKind::binary ? float(1.0 / (1.0 + std::exp(-double(out(i, k))))) : out(i, k);
-    acc.append(p, b.labels.matrix(), b.label_mask.matrix(), b.user);
+      for (Index k = 0; k < K; ++k)
+        probs[(s + i) * K + k] =
+            kinds[k] == TaskKind::binary ? float(1.0 / (1.0 + std::exp(-double(out(i, k))))) : out(i, k);
   }
-  return {rows ? loss_sum / double(rows) : 0.0, acc.compute()};
+  Evaluation ev;
+  ev.loss = rows ? loss_sum / double(rows) : 0.0;
+  const MatrixView<const float> p(probs.data(), data.rows, K);
+  const MatrixView<const float> mask =
+      data.label_mask.numel() == data.rows * K && data.rows > 0
+          ? MatrixView<const float>(data.label_mask.data(), data.rows, K)
+          : MatrixView<const float>();
+  const MatrixView<const float> labels(data.labels.data(), data.rows, K);
+  ev.tasks = evaluate_tasks(p, labels, mask, data.user, kinds, names);
+  const std::int32_t S = static_cast<std::int32_t>(data.schema.num_scenes);
+  if (S > 1 && static_cast<Index>(data.scene.size()) == data.rows && data.rows > 0)
+    ev.scenes = evaluate_tasks_by_scene(p, labels, mask, data.user, data.scene, S, kinds, names);
+  return ev;
 }
+
+double Trainer::monitored(const Evaluation& e) const { return opt_.monitor == "auc" ? mean_auc(e.tasks) : e.loss; }
 
 void Trainer::log_progress(Index done, Index total, double loss, double rows_per_s, bool final) {
   if (opt_.progress == 2) return;
@@ -317,20 +390,86 @@ void Trainer::log_progress(Index done, Index total, double loss, double rows_per
   std::fflush(stderr);
 }
 
-void Trainer::write_json_line(const nlohmann::json& record) const {
+void Trainer::write_json_line(const nlohmann::ordered_json& record) const {
+  if (opt_.on_record) opt_.on_record(record);
   if (opt_.metrics_path.empty()) return;
   std::ofstream f(opt_.metrics_path, std::ios::app);
   if (!f) fail("trainer.metrics_path: cannot open '", opt_.metrics_path, "' for appending");
   f << record.dump() << '\n';
+  if (!f.flush()) fail("trainer.metrics_path: write to '", opt_.metrics_path, "' failed");
+}
+
+void Trainer::save_position_after_epoch(const std::string& path) {
+  // Called at the end of epoch epoch_: the next fit() starts at the next epoch.
+  ++epoch_;
+  step_in_epoch_ = 0;
+  try {
+    save_checkpoint(path);
+  } catch (...) {
+    --epoch_;
+    throw;
+  }
+  --epoch_;
+}
+
+void Trainer::keep_best_weights() {
+  const auto& params = model_.arena().parameters();
+  best_values_.resize(params.size());
+  for (std::size_t i = 0; i < params.size(); ++i)
+    best_values_[i].assign(params[i].value, params[i].value + params[i].numel());
+}
+
+bool Trainer::restore_best_weights() {
+  if (!has_best_ || best_epoch_ == 0) return false;
+  if (model_step_ == best_global_step_ && model_epoch_ == best_epoch_) return true;  // already there
+  auto& params = model_.arena().parameters();
+  if (best_values_.size() == params.size()) {
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      require(static_cast<Index>(best_values_[i].size()) == params[i].numel(), "trainer: parameter '", params[i].name,
+              "' changed size during training");
+      std::copy(best_values_[i].begin(), best_values_[i].end(), params[i].value);
+    }
+    kernels::invalidate_packed_weights();  // packed serving copies of the old weights are stale now
+  } else if (!opt_.checkpoint_path.empty() && std::filesystem::exists(opt_.checkpoint_path)) {
+    // The best epoch is on disk (written when it appeared); check that the file is that epoch.
+    const io::CheckpointData meta = io::read_checkpoint_metadata(opt_.checkpoint_path);
+    const auto step = meta.train_state.value("global_step", std::int64_t{-1});
+    if (step != best_global_step_) {
+      if (opt_.progress != 2)
+        std::fprintf(stderr,
+                     "trainer: warning: '%s' holds step %lld, not the best epoch %lld (step %lld); the model keeps the "
+                     "last epoch's weights\n",
+                     opt_.checkpoint_path.c_str(), (long long)step, (long long)best_epoch_, (long long)best_global_step_);
+      return false;
+    }
+    io::LoadOptions lo;
+    lo.ignore_prefixes = {io::kOptimPrefix};
+    io::load_arena(model_.arena(), io::SafetensorsFile::load(opt_.checkpoint_path), lo);
+  } else {
+    if (opt_.progress != 2)
+      std::fprintf(stderr,
+                   "trainer: warning: the best epoch %lld's weights are not available (resumed without "
+                   "checkpoint_path); the model keeps the last epoch's weights\n",
+                   (long long)best_epoch_);
+    return false;
+  }
+  model_epoch_ = best_epoch_;
+  model_step_ = best_global_step_;
+  return true;
 }
 
 std::vector<EpochRecord> Trainer::fit(const data::Dataset& train, const data::Dataset* valid) {
   require(train.rows > 0, "trainer: the training set is empty");
+  const bool validate = valid && valid->rows > 0;
+  if (!validate && opt_.patience > 0 && epoch_ < opt_.epochs && opt_.progress != 2)
+    std::fprintf(stderr, "trainer: warning: patience %lld ignored: early stopping needs a validation set\n",
+                 (long long)opt_.patience);
   std::vector<EpochRecord> history;
   const Index steps_full = (train.rows + opt_.batch_size - 1) / opt_.batch_size;
   const Index steps = opt_.max_steps_per_epoch > 0 ? std::min(steps_full, opt_.max_steps_per_epoch) : steps_full;
   std::vector<Index> idx;
-  for (; epoch_ < opt_.epochs; ++epoch_, step_in_epoch_ = 0) {
+  bool stopped = false;
+  for (; epoch_ < opt_.epochs && !stopped; ++epoch_, step_in_epoch_ = 0) {
     const auto perm = epoch_permutation(train.rows, opt_.seed, epoch_);
     const auto t0 = std::chrono::steady_clock::now();
     double loss_sum = 0;
@@ -347,32 +486,36 @@ std::vector<EpochRecord> Trainer::fit(const data::Dataset& train, const data::Da
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (bar_ || opt_.log_every > 0) log_progress(step_in_epoch_ + 1, steps, loss_sum / steps_done, rows_done / std::max(secs, 1e-9), false);
     }
+    model_epoch_ = epoch_ + 1;
+    model_step_ = global_step_;
+    model_selected_ = false;
     EpochRecord rec;
     rec.epoch = epoch_ + 1;
     rec.steps = steps_done;
+    rec.global_step = global_step_;
     rec.train_loss = steps_done ? loss_sum / steps_done : 0.0;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rec.rows_per_second = rows_done / std::max(secs, 1e-9);
     log_progress(steps, steps, rec.train_loss, rec.rows_per_second, true);
-    if (valid && valid->rows > 0) {
-      std::tie(rec.valid_loss, rec.valid) = evaluate(*valid);
-      const double score = opt_.monitor == "auc" ? mean_auc(rec.valid) : -rec.valid_loss;
+    if (validate) {
+      Evaluation ev = evaluate_detailed(*valid);
+      rec.valid_loss = ev.loss;
+      rec.valid = std::move(ev.tasks);
+      rec.valid_scenes = std::move(ev.scenes);
+      rec.score = opt_.monitor == "auc" ? mean_auc(rec.valid) : rec.valid_loss;
+      const double score = opt_.monitor == "auc" ? rec.score : -rec.score;
       if (std::isfinite(score) && (!has_best_ || score > best_)) {
         best_ = score;
         has_best_ = true;
+        best_epoch_ = rec.epoch;
+        best_global_step_ = global_step_;
         bad_epochs_ = 0;
         rec.improved = true;
       } else {
         ++bad_epochs_;
       }
     }
-    nlohmann::json line = {{"epoch", rec.epoch},           {"steps", rec.steps},
-                           {"global_step", global_step_},   {"train_loss", rec.train_loss},
-                           {"rows_per_second", rec.rows_per_second}};
-    if (!rec.valid.empty()) {
-      line["valid_loss"] = rec.valid_loss;
-      line["valid"] = metrics_json(rec.valid);
-    }
+    rec.best_epoch = best_epoch_;
     if (opt_.progress != 2) {
       std::string summary;
       for (auto& m : rec.valid) {
@@ -383,38 +526,88 @@ std::vector<EpochRecord> Trainer::fit(const data::Dataset& train, const data::Da
           std::snprintf(buf, sizeof buf, "  %s mse %.4f", m.name.c_str(), m.mse);
         summary += buf;
       }
-      if (!summary.empty()) std::fprintf(stderr, "epoch %lld valid:%s\n", (long long)rec.epoch, summary.c_str());
+      if (!summary.empty())
+        std::fprintf(stderr, "epoch %lld valid:%s%s\n", (long long)rec.epoch, summary.c_str(),
+                     rec.improved ? "  (best)" : "");
     }
-    write_json_line(line);
+    // The selected model: the best epoch so far with a validation set, else every (the last) epoch.
+    if (rec.improved || !validate) {
+      if (!opt_.checkpoint_path.empty()) save_position_after_epoch(opt_.checkpoint_path);
+      else if (validate) keep_best_weights();
+    }
+    if (!opt_.last_checkpoint_path.empty()) save_position_after_epoch(opt_.last_checkpoint_path);
+    write_json_line(record_json(rec, opt_.monitor));
     history.push_back(std::move(rec));
-    if (!opt_.checkpoint_path.empty()) {
-      // Position after this epoch: the next fit() starts at the next epoch.
-      ++epoch_;
-      step_in_epoch_ = 0;
-      save_checkpoint(opt_.checkpoint_path);
-      --epoch_;
+    if (validate && opt_.patience > 0 && bad_epochs_ >= opt_.patience) {
+      if (opt_.progress != 2)
+        std::fprintf(stderr, "early stopping after epoch %lld (best epoch %lld)\n", (long long)epoch_ + 1,
+                     (long long)best_epoch_);
+      stopped = true;
     }
-    if (opt_.patience > 0 && bad_epochs_ >= opt_.patience) {
-      if (opt_.progress != 2) std::fprintf(stderr, "early stopping after epoch %lld\n", (long long)epoch_ + 1);
-      ++epoch_;
-      step_in_epoch_ = 0;
-      break;
+  }
+  if (validate) {
+    if (has_best_) {
+      model_selected_ = restore_best_weights();
+      if (model_selected_ && opt_.progress != 2 && !history.empty())
+        std::fprintf(stderr, "trainer: the model holds the best epoch %lld (%s %.6g)\n", (long long)best_epoch_,
+                     opt_.monitor.c_str(), opt_.monitor == "auc" ? best_ : -best_);
+    } else if (!history.empty()) {
+      // No finite monitored value in any epoch (e.g. a one-class validation set with "auc").
+      if (opt_.progress != 2)
+        std::fprintf(stderr, "trainer: warning: %s was never finite on the validation set; keeping the last epoch\n",
+                     opt_.monitor.c_str());
+      if (!opt_.checkpoint_path.empty()) save_checkpoint(opt_.checkpoint_path);
     }
   }
   return history;
 }
 
+TestRecord Trainer::test(const data::Dataset& test) {
+  TestRecord r;
+  r.epoch = model_epoch_;
+  r.global_step = model_step_;
+  r.selected = model_selected_;
+  r.test = evaluate_detailed(test);
+  r.score = monitored(r.test);
+  if (opt_.progress != 2) {
+    std::string summary;
+    for (auto& m : r.test.tasks) {
+      char buf[160];
+      if (m.kind == TaskKind::binary)
+        std::snprintf(buf, sizeof buf, "  %s auc %.4f gauc %.4f logloss %.4f", m.name.c_str(), m.auc, m.gauc, m.log_loss);
+      else
+        std::snprintf(buf, sizeof buf, "  %s mse %.4f", m.name.c_str(), m.mse);
+      summary += buf;
+    }
+    std::fprintf(stderr, "test (epoch %lld%s):%s\n", (long long)r.epoch, r.selected ? ", best on valid" : "",
+                 summary.c_str());
+  }
+  write_json_line(record_json(r, opt_.monitor));
+  return r;
+}
+
 void Trainer::save_checkpoint(const std::filesystem::path& path) const {
   io::CheckpointData d;
   d.config = model_.config();
-  d.train_state = {{"epoch", epoch_},          {"step_in_epoch", step_in_epoch_}, {"global_step", global_step_},
-                   {"seed", opt_.seed},        {"best", best_},                   {"has_best", has_best_},
-                   {"bad_epochs", bad_epochs_}, {"optimizer", optimizer_.name()}};
+  d.train_state = {{"epoch", epoch_},
+                   {"step_in_epoch", step_in_epoch_},
+                   {"global_step", global_step_},
+                   {"seed", opt_.seed},
+                   {"best", best_},
+                   {"has_best", has_best_},
+                   {"best_epoch", best_epoch_},
+                   {"best_global_step", best_global_step_},
+                   {"monitor", opt_.monitor},
+                   {"bad_epochs", bad_epochs_},
+                   {"optimizer", optimizer_.name()}};
   d.optimizer_state = optimizer_.state();
   io::save_checkpoint(path, model_.arena(), d);
 }
 
 void Trainer::resume(const std::filesystem::path& path) {
+  if (io::read_checkpoint_metadata(path).kind == io::kServingKind)
+    fail("checkpoint '", path.string(), "' is a weights-only serving file (mtrank export): it has no optimiser state ",
+         "or position to resume from; resume from a training checkpoint");
   io::CheckpointData d = io::load_checkpoint(path, model_.arena());
   const auto& s = d.train_state;
   const std::string opt_name = s.value("optimizer", std::string());
@@ -426,7 +619,18 @@ void Trainer::resume(const std::filesystem::path& path) {
   global_step_ = s.at("global_step").get<std::int64_t>();
   best_ = s.value("best", 0.0);
   has_best_ = s.value("has_best", false);
+  best_epoch_ = s.value("best_epoch", Index{0});
+  best_global_step_ = s.value("best_global_step", std::int64_t{0});
   bad_epochs_ = s.value("bad_epochs", Index{0});
+  if (s.value("monitor", opt_.monitor) != opt_.monitor) {  // the best so far was judged by another metric
+    has_best_ = false;
+    best_epoch_ = 0;
+    bad_epochs_ = 0;
+  }
+  best_values_.clear();
+  model_epoch_ = epoch_;
+  model_step_ = global_step_;
+  model_selected_ = false;
 }
 
 }  // namespace mtrank::train

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -41,12 +42,13 @@ double indicator_auc(const std::vector<int>& x, const std::vector<float>& y) {
 
 }  // namespace
 
-TEST_CASE("simulator: default options are fast, valid and deterministic", "[data][simulator]") {
+TEST_CASE("simulator: default options are valid and deterministic", "[data][simulator]") {
   const auto t0 = std::chrono::steady_clock::now();
   FeedSimulation a = simulate_feed();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Speed is measured by the benchmarks (bench/), not asserted here: a loaded or slower machine
+  // must not fail a functional test. The time is reported for information only.
   WARN("simulate_feed(default 200k impressions): " << secs << " s");
-  CHECK(secs < 2.0);
   const Dataset& d = a.dataset;
   REQUIRE(d.rows == 200000);
   d.validate();
@@ -195,6 +197,43 @@ TEST_CASE("simulator: train_test_split by rows and per user", "[data][simulator]
   for (auto u : te2.user) ++n_test[u];
   for (auto [u, n] : n_all) CHECK(n_test[u] == std::llround(0.25 * n));
   CHECK_THROWS_AS(train_test_split(d, 1.5), Error);
+}
+
+TEST_CASE("simulator: random_split is a deterministic uniform split that keeps row order", "[data][simulator]") {
+  auto o = small_options();
+  o.impressions = 5000;
+  Dataset d = make_feed_dataset(o);
+  const Index D = static_cast<Index>(d.schema.dense.size());
+  for (Index r = 0; r < d.rows; ++r) d.dense[r * D] = float(r);  // tag each row with its index
+  auto rows_of = [&](const Dataset& part) {
+    std::vector<Index> v;
+    for (Index r = 0; r < part.rows; ++r) v.push_back(static_cast<Index>(part.dense[r * D]));
+    return v;
+  };
+  auto [keep, split] = random_split(d, 0.1, 42);
+  CHECK(keep.rows == 4500);
+  CHECK(split.rows == 500);
+  keep.validate();
+  split.validate();
+  const auto a = rows_of(keep), b = rows_of(split);
+  CHECK(std::is_sorted(a.begin(), a.end()));  // row (time) order kept in both parts
+  CHECK(std::is_sorted(b.begin(), b.end()));
+  std::vector<Index> all(a);
+  all.insert(all.end(), b.begin(), b.end());
+  std::sort(all.begin(), all.end());
+  for (Index r = 0; r < d.rows; ++r) REQUIRE(all[static_cast<std::size_t>(r)] == r);  // a partition
+  // Spread over the whole range, not a block: each fifth of the rows gets some.
+  for (Index q = 0; q < 5; ++q)
+    CHECK(std::count_if(b.begin(), b.end(), [&](Index r) { return r / 1000 == q; }) > 50);
+  // Same seed: the same split; another seed: another one.
+  CHECK(rows_of(random_split(d, 0.1, 42).second) == b);
+  CHECK(rows_of(random_split(d, 0.1, 43).second) != b);
+  // The other columns travel with their rows.
+  CHECK(split.user[0] == d.user[static_cast<std::size_t>(b[0])]);
+  CHECK(split.scene[7] == d.scene[static_cast<std::size_t>(b[7])]);
+  CHECK(split.labels[3 * 3 + 1] == d.labels[b[3] * 3 + 1]);
+  CHECK(random_split(d, 0, 1).second.rows == 0);
+  CHECK_THROWS_AS(random_split(d, -0.5, 1), Error);
 }
 
 TEST_CASE("simulator: bad options are rejected", "[data][simulator]") {

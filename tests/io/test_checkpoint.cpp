@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstring>
 
 #include "mtrank/io/atomic_file.hpp"
@@ -112,6 +113,16 @@ TEST_CASE("Checkpoint errors: not a checkpoint, wrong format, bad metadata JSON,
                         "v2.safetensors", {{"mtrank.format", "2"}, {"mtrank.config", "{}"}, {"mtrank.train_state", "{}"}})),
                     Contains("checkpoint format \"2\" is not supported"));
   CHECK_THROWS_WITH(read_checkpoint_metadata(write_with_metadata(
+                        "kind.safetensors", {{"mtrank.format", "1"}, {"mtrank.config", "{}"}, {"mtrank.kind", "demo"}})),
+                    Contains("\"mtrank.kind\" is \"demo\""));
+  // A training checkpoint needs its train state; a serving file has none.
+  CHECK_THROWS_WITH(read_checkpoint_metadata(write_with_metadata("nostate.safetensors",
+                                                                 {{"mtrank.format", "1"}, {"mtrank.config", "{}"}})),
+                    Contains("mtrank.train_state"));
+  CHECK(read_checkpoint_metadata(write_with_metadata("serving.safetensors",
+                                                     {{"mtrank.format", "1"}, {"mtrank.config", "{}"}, {"mtrank.kind", "serving"}}))
+            .kind == kServingKind);
+  CHECK_THROWS_WITH(read_checkpoint_metadata(write_with_metadata(
                         "badjson.safetensors", {{"mtrank.format", "1"}, {"mtrank.config", "{\"a\": "}, {"mtrank.train_state", "{}"}})),
                     Contains("metadata \"mtrank.config\": invalid JSON"));
 
@@ -126,4 +137,27 @@ TEST_CASE("Checkpoint errors: not a checkpoint, wrong format, bad metadata JSON,
   ParameterArena fewer(3);
   fewer.add("mlp.layers.0.weight", Shape{6, 4});
   CHECK_THROWS_WITH(load_checkpoint(dir / "c.safetensors", fewer), Contains("match no model parameter"));
+}
+
+TEST_CASE("io: save_serving_weights writes the model tensors and config, no optimiser or train state", "[io][checkpoint]") {
+  auto dir = testing::temp_dir("ckpt_serving");
+  ParameterArena src(1);
+  nn::Mlp<float> a(src, "mlp", kOpt);
+  src.add("uwl.log_var", Shape{2});
+  const nlohmann::json config = {{"model", {{"type", "mlp"}}}};
+  CHECK(save_serving_weights(dir / "s.safetensors", src, config, {"uwl."}) == src.parameters().size() - 1);
+  const auto f = SafetensorsFile::load(dir / "s.safetensors");
+  CHECK(f.find("uwl.log_var") == nullptr);
+  CHECK(f.find("mlp.layers.0.weight") != nullptr);
+  const CheckpointData d = read_checkpoint_metadata(dir / "s.safetensors");
+  CHECK(d.kind == kServingKind);
+  CHECK(d.config == config);
+  CHECK(d.train_state.empty());
+  ParameterArena dst(2);
+  nn::Mlp<float> b(dst, "mlp", kOpt);
+  load_arena(dst, f);  // strict: exactly the model's tensors
+  for (std::size_t i = 0; i < dst.parameters().size(); ++i) {
+    const auto& p = dst.parameters()[i];
+    CHECK(std::equal(p.value, p.value + p.numel(), src.at(p.name).value));
+  }
 }

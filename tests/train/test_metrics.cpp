@@ -189,3 +189,67 @@ TEST_CASE("MetricAccumulator: batches add up to the whole, bad batches change no
   CHECK(acc.compute()[0].count == 0);
   CHECK(std::isnan(acc.compute()[0].auc));
 }
+
+TEST_CASE("metrics: evaluate_tasks_by_scene equals evaluate_tasks on each scene's rows", "[train][metrics]") {
+  Rng rng(17);
+  const Index N = 300, K = 2;
+  Tensor p(Shape{N, K}), y(Shape{N, K}), m(Shape{N, K});
+  std::vector<std::int64_t> users(N);
+  std::vector<std::int32_t> scenes(N);
+  V w(N);
+  for (Index b = 0; b < N; ++b) {
+    users[b] = static_cast<std::int64_t>(rng.below(20));
+    scenes[b] = b % 7 == 0 ? 2 : static_cast<std::int32_t>(rng.below(2));  // scene 3 has no rows
+    w[b] = float(0.5 + rng.uniform());
+    for (Index k = 0; k < K; ++k) {
+      p[b * K + k] = float(rng.uniform());
+      y[b * K + k] = rng.uniform() < p[b * K + k] ? 1.0f : 0.0f;
+      m[b * K + k] = rng.uniform() < 0.9 ? 1.0f : 0.0f;
+    }
+  }
+  const std::vector<TaskKind> kinds = {TaskKind::binary, TaskKind::binary};
+  const std::vector<std::string> names = {"click", "like"};
+  auto by = evaluate_tasks_by_scene(p.matrix(), y.matrix(), m.matrix(), users, scenes, 4, kinds, names, w);
+  REQUIRE(by.size() == 4);
+  Index total = 0;
+  for (std::int32_t s = 0; s < 3; ++s) {
+    CAPTURE(s);
+    CHECK(by[s].scene == s);
+    std::vector<Index> rows;
+    for (Index b = 0; b < N; ++b)
+      if (scenes[b] == s) rows.push_back(b);
+    CHECK(by[s].rows == static_cast<Index>(rows.size()));
+    total += by[s].rows;
+    const Index n = static_cast<Index>(rows.size());
+    Tensor ps(Shape{n, K}), ys(Shape{n, K}), ms(Shape{n, K});
+    std::vector<std::int64_t> us;
+    V ws;
+    for (Index i = 0; i < n; ++i) {
+      for (Index k = 0; k < K; ++k) {
+        ps[i * K + k] = p[rows[i] * K + k];
+        ys[i * K + k] = y[rows[i] * K + k];
+        ms[i * K + k] = m[rows[i] * K + k];
+      }
+      us.push_back(users[rows[i]]);
+      ws.push_back(w[rows[i]]);
+    }
+    auto expect = evaluate_tasks(ps.matrix(), ys.matrix(), ms.matrix(), us, kinds, names, ws);
+    for (Index k = 0; k < K; ++k) {
+      CHECK(by[s].tasks[k].name == names[k]);
+      CHECK(by[s].tasks[k].count == expect[k].count);
+      CHECK(by[s].tasks[k].auc == expect[k].auc);
+      CHECK(by[s].tasks[k].gauc == expect[k].gauc);
+      CHECK(by[s].tasks[k].log_loss == expect[k].log_loss);
+    }
+  }
+  CHECK(total == N);
+  CHECK(by[3].rows == 0);
+  CHECK(by[3].tasks[0].count == 0);
+  CHECK(std::isnan(by[3].tasks[0].auc));
+  scenes[5] = 4;
+  CHECK_THROWS_WITH(evaluate_tasks_by_scene(p.matrix(), y.matrix(), m.matrix(), users, scenes, 4, kinds, names),
+                    Catch::Contains("row 5 has scene 4"));
+  scenes.pop_back();
+  CHECK_THROWS_WITH(evaluate_tasks_by_scene(p.matrix(), y.matrix(), m.matrix(), users, scenes, 4, kinds, names),
+                    Catch::Contains("scenes has 299 entries"));
+}

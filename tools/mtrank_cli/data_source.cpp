@@ -39,11 +39,34 @@ Index positive(const json& j, const char* key, Index fallback) {
   return v;
 }
 
-/// train (+ test or test_fraction) with a reader taking (path, options).
+/// "valid_fraction" / "valid_split" / "seed": splits the validation rows off d.train.
+void split_valid(const json& j, TrainTestData& d, std::uint64_t default_seed) {
+  if (!j.contains("valid_fraction")) {
+    if (j.contains("valid_split")) fail(P, ".valid_split: only meaningful with valid_fraction");
+    return;
+  }
+  if (j.contains("valid")) fail(P, ".valid_fraction: give either a \"valid\" file or \"valid_fraction\", not both");
+  const double f = get_required<double>(j, "valid_fraction", P, "a number in (0, 1)");
+  if (!(f > 0 && f < 1)) fail(P, ".valid_fraction: expected a number in (0, 1), got ", f);
+  const std::string how = get_optional<std::string>(j, "valid_split", P, "\"random\" or \"rows\"", "random");
+  const std::uint64_t seed = get_optional<std::uint64_t>(j, "seed", P, "a non-negative integer", default_seed);
+  std::pair<data::Dataset, data::Dataset> parts;
+  if (how == "random") parts = data::random_split(d.train, f, seed);
+  else if (how == "rows") parts = data::train_test_split(d.train, f, data::SplitBy::rows);
+  else fail(P, ".valid_split: expected \"random\" or \"rows\", got \"", how, "\"");
+  if (parts.first.rows == 0 || parts.second.rows == 0)
+    fail(P, ".valid_fraction: ", f, " of ", d.train.rows, " training rows leaves an empty ",
+         parts.first.rows == 0 ? "training" : "validation", " split");
+  d.train = std::move(parts.first);
+  d.valid = std::move(parts.second);
+}
+
+/// train (+ valid file) (+ test or test_fraction) with a reader taking (path, options).
 template <class Read>
 TrainTestData train_and_test(const json& j, const std::filesystem::path& dir, Read read) {
   TrainTestData d;
   d.train = read(resolve(dir, get_required<std::string>(j, "train", P, "a file path")));
+  if (j.contains("valid")) d.valid = read(resolve(dir, get_required<std::string>(j, "valid", P, "a file path")));
   if (j.contains("test")) {
     d.test = read(resolve(dir, get_required<std::string>(j, "test", P, "a file path")));
   } else {
@@ -51,6 +74,7 @@ TrainTestData train_and_test(const json& j, const std::filesystem::path& dir, Re
     d.train = std::move(a);
     d.test = std::move(b);
   }
+  split_valid(j, d, 1);
   return d;
 }
 
@@ -61,7 +85,7 @@ TrainTestData load_data(const json& j, const data::FeatureSchema* config_schema,
   const std::string source = get_required<std::string>(j, "source", P, "a data source name");
   if (source == "simulator") {
     io::reject_unknown_keys(j, {"source", "impressions", "users", "items", "categories", "authors", "embedding_dim",
-                                "max_seq_len", "seed", "test_fraction", "split"},
+                                "max_seq_len", "seed", "test_fraction", "split", "valid_fraction", "valid_split"},
                             P);
     data::FeedSimulatorOptions o;
     o.impressions = positive(j, "impressions", 20000);
@@ -73,11 +97,14 @@ TrainTestData load_data(const json& j, const data::FeatureSchema* config_schema,
     o.max_seq_len = positive(j, "max_seq_len", o.max_seq_len);
     o.seed = get_optional<std::uint64_t>(j, "seed", P, "a non-negative integer", o.seed);
     auto [a, b] = data::train_test_split(data::make_feed_dataset(o), test_fraction(j), split_by(j));
-    return {std::move(a), std::move(b)};
+    TrainTestData d{std::move(a), {}, std::move(b)};
+    split_valid(j, d, o.seed);
+    return d;
   }
   if (source == "csv") {
-    io::reject_unknown_keys(j, {"source", "train", "test", "test_fraction", "split", "delimiter", "user_column",
-                                "scene_column", "max_rows", "dense_missing"},
+    io::reject_unknown_keys(j, {"source", "train", "valid", "test", "test_fraction", "split", "valid_fraction",
+                                "valid_split", "seed", "delimiter", "user_column", "scene_column", "max_rows",
+                                "dense_missing"},
                             P);
     if (!config_schema) fail("config.schema: the csv data source needs the feature schema in the config");
     data::CsvOptions o;
@@ -93,7 +120,9 @@ TrainTestData load_data(const json& j, const data::FeatureSchema* config_schema,
     const data::FeatureSchema schema = *config_schema;
     return train_and_test(j, dir, [&](const std::filesystem::path& f) { return data::read_csv(f, schema, o); });
   }
-  const std::initializer_list<const char*> tabular_keys = {"source", "train", "test", "test_fraction", "split", "dim", "hash_vocab"};
+  const std::initializer_list<const char*> tabular_keys = {"source",         "train",       "valid", "test",
+                                                           "test_fraction",  "split",       "dim",   "hash_vocab",
+                                                           "valid_fraction", "valid_split", "seed"};
   auto tabular = [&](data::TabularReaderOptions o) {
     io::reject_unknown_keys(j, tabular_keys, P);
     o.dim = positive(j, "dim", o.dim);
@@ -121,7 +150,9 @@ TrainTestData load_data(const json& j, const data::FeatureSchema* config_schema,
     return train_and_test(j, dir, [&](const std::filesystem::path& f) { return data::read_criteo(f, o); });
   }
   if (source == "movielens_100k") {
-    io::reject_unknown_keys(j, {"source", "dir", "dim", "max_seq_len", "test_per_user", "positive_rating", "rating_task"}, P);
+    io::reject_unknown_keys(j, {"source", "dir", "dim", "max_seq_len", "test_per_user", "positive_rating", "rating_task",
+                                "valid_fraction", "valid_split", "seed"},
+                            P);
     data::MovieLensOptions o;
     o.dim = positive(j, "dim", o.dim);
     o.max_seq_len = positive(j, "max_seq_len", o.max_seq_len);
@@ -129,9 +160,14 @@ TrainTestData load_data(const json& j, const data::FeatureSchema* config_schema,
     o.positive_rating = static_cast<int>(positive(j, "positive_rating", o.positive_rating));
     o.rating_task = get_optional<bool>(j, "rating_task", P, "a boolean", false);
     auto tt = data::read_movielens_100k(resolve(dir, get_required<std::string>(j, "dir", P, "a directory")), o);
-    return {std::move(tt.train), std::move(tt.test)};
+    TrainTestData d{std::move(tt.train), {}, std::move(tt.test)};
+    split_valid(j, d, 1);
+    return d;
   }
   if (source == "sasrec") {
+    if (j.contains("valid_fraction") || j.contains("valid"))
+      fail(P, ".", j.contains("valid") ? "valid" : "valid_fraction",
+           ": the sasrec source has its own validation split (each user's second-to-last event)");
     io::reject_unknown_keys(j, {"source", "file", "dim", "max_seq_len", "train_negatives", "eval_negatives", "max_users", "seed"}, P);
     data::SequenceReaderOptions o;
     o.dim = positive(j, "dim", o.dim);
@@ -141,7 +177,7 @@ TrainTestData load_data(const json& j, const data::FeatureSchema* config_schema,
     o.max_users = get_optional<Index>(j, "max_users", P, "a non-negative integer", 0);
     o.seed = get_optional<std::uint64_t>(j, "seed", P, "a non-negative integer", o.seed);
     auto tvt = data::read_sasrec_sequences(resolve(dir, get_required<std::string>(j, "file", P, "a file path")), o);
-    return {std::move(tvt.train), std::move(tvt.test)};
+    return {std::move(tvt.train), std::move(tvt.valid), std::move(tvt.test)};
   }
   fail(P, ".source: unknown data source \"", source,
        "\" (expected one of: simulator, csv, uci_adult, census_income_raw, census_income_rechub, ali_ccp, criteo, "

@@ -1,4 +1,4 @@
-// The "data" section of a CLI config: which dataset to train/evaluate on, as (train, test).
+// The "data" section of a CLI config: which dataset to train/evaluate on, as (train, valid, test).
 //
 //   {"source": "simulator", "impressions": 20000, "users": 2000, "items": 5000, "seed": 42,
 //    "test_fraction": 0.2, "split": "rows" | "per_user"}
@@ -12,6 +12,16 @@
 //   {"source": "movielens_100k", "dir": "movielens-100k", "dim": 8, "max_seq_len": 20,
 //    "test_per_user": 10, "rating_task": false}
 //   {"source": "sasrec", "file": "amazon-sasrec-video-games/Video.txt", "max_users": 0, ...}
+// Validation split (early stopping and model selection watch it; never the test split):
+//   "valid": "v.csv"          a file, for the file-based sources (csv, uci_adult, census_*,
+//                             ali_ccp, criteo), read like "train"
+//   "valid_fraction": 0.1     rows split off the training rows (after the test split), every
+//                             source but sasrec (whose reader has its own leave-one-out valid
+//                             split); "valid_split": "random" (default: a uniform sample drawn
+//                             from the data seed, "seed" of the section, default 1) or "rows"
+//                             (the last fraction of the training rows, i.e. train | valid | test
+//                             in time for time-ordered data)
+// Without either the valid split is empty (sasrec: the reader's).
 // Relative paths are resolved against the data directory (--data-dir, else $MTRANK_DATA_DIR,
 // else the current directory).
 #pragma once
@@ -25,7 +35,7 @@
 namespace mtrank::cli {
 
 struct TrainTestData {
-  data::Dataset train, test;
+  data::Dataset train, valid, test;  // valid.rows == 0: no validation split configured
 };
 
 /// Loads the data section; errors name the JSON path ("config.data.source: ...").

@@ -1,4 +1,4 @@
-// mtrank: train, evaluate, predict with, inspect and convert ranking models (docs/cli.md).
+// mtrank: train, evaluate, predict with, inspect, convert and export ranking models (docs/cli.md).
 //
 // Exit codes: 0 success, 1 runtime error (message on stderr), 2 usage error.
 #include <CLI/CLI.hpp>
@@ -19,6 +19,7 @@
 #include "mtrank/io/safetensors.hpp"
 #include "mtrank/models/model.hpp"
 #include "mtrank/serve/predictor.hpp"
+#include "mtrank/train/export.hpp"
 #include "mtrank/train/metrics.hpp"
 #include "mtrank/train/trainer.hpp"
 
@@ -50,7 +51,8 @@ train::TrainerOptions parse_trainer(const json& j, const data::FeatureSchema& sc
   if (j.is_null()) return o;
   const std::string p = "config.trainer";
   io::reject_unknown_keys(j, {"batch_size", "epochs", "seed", "patience", "monitor", "tasks", "uwl", "penalty_weight",
-                              "eval_batch_size", "max_steps_per_epoch", "log_every", "data_parallel_min_rows"},
+                              "eval_batch_size", "max_steps_per_epoch", "log_every", "data_parallel_min_rows",
+                              "last_checkpoint_path"},
                           p);
   auto pos = [&](const char* k, Index d) {
     const Index v = io::get_optional<Index>(j, k, p, "a positive integer", d);
@@ -73,22 +75,15 @@ train::TrainerOptions parse_trainer(const json& j, const data::FeatureSchema& sc
       io::get_optional<Index>(j, "data_parallel_min_rows", p, "a non-negative integer", o.data_parallel_min_rows);
   if (o.data_parallel_min_rows < 0)
     fail(p, ".data_parallel_min_rows: expected a non-negative integer, got ", o.data_parallel_min_rows);
+  o.last_checkpoint_path = io::get_optional<std::string>(j, "last_checkpoint_path", p, "a file path", "");
   return o;
 }
 
-json metrics_json(const train::TaskMetrics& m) {
-  auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
-  json j = {{"task", m.name}, {"count", m.count}};
-  if (m.kind == train::TaskKind::binary) {
-    j["auc"] = num(m.auc);
-    j["gauc"] = num(m.gauc);
-    j["log_loss"] = num(m.log_loss);
-    j["calibration"] = num(m.calibration);
-    j["mean_prediction"] = num(m.mean_prediction);
-    j["mean_label"] = num(m.mean_label);
-  } else {
-    j["mse"] = num(m.mse);
-  }
+/// One `mtrank eval` line: {"task", "scene" (null = all rows), "count", ...metrics}.
+nlohmann::ordered_json eval_line(const train::TaskMetrics& m, nlohmann::ordered_json scene) {
+  nlohmann::ordered_json j = {{"task", m.name}, {"scene", std::move(scene)}};
+  const nlohmann::ordered_json metrics = train::task_metrics_json(m);
+  for (auto it = metrics.begin(); it != metrics.end(); ++it) j[it.key()] = *it;
   return j;
 }
 
@@ -117,7 +112,10 @@ data::Dataset eval_data(const serve::Predictor& p, const std::string& config_pat
   if (!cfg.contains("data")) fail("config.data: missing (the checkpoint's config has no data section; pass --config)");
   const data::FeatureSchema& schema = p.schema();
   cli::TrainTestData d = cli::load_data(cfg["data"], &schema, data_dir_or_default(data_dir));
-  data::Dataset& out = split == "train" ? d.train : d.test;
+  data::Dataset& out = split == "train" ? d.train : split == "valid" ? d.valid : d.test;
+  if (out.rows == 0)
+    fail("--split ", split, ": the data section gives no ", split, " rows",
+         split == "valid" ? " (add \"valid\" or \"valid_fraction\" to config.data)" : "");
   json have = out.schema, want = schema;
   if (have != want) fail("data: the dataset's schema differs from the model's (", have.dump().substr(0, 200), "...)");
   return std::move(out);
@@ -126,7 +124,7 @@ data::Dataset eval_data(const serve::Predictor& p, const std::string& config_pat
 // ---- subcommands ----
 
 struct TrainArgs {
-  std::string config, out, metrics, data_dir, progress = "auto";
+  std::string config, out, metrics, data_dir, last, resume, progress = "auto";
   Index epochs = 0;
   int threads = 1;
 };
@@ -145,20 +143,29 @@ int cmd_train(const TrainArgs& a) {
   if (a.epochs > 0) t.epochs = a.epochs;
   t.metrics_path = a.metrics;
   t.checkpoint_path = a.out;
+  if (!a.last.empty()) t.last_checkpoint_path = a.last;
+  if (!t.last_checkpoint_path.empty() && fs::absolute(t.last_checkpoint_path) == fs::absolute(a.out))
+    fail("--last: must differ from -o (", a.out, "): -o holds the best epoch, --last the last one");
   t.progress = a.progress == "bar" ? 1 : a.progress == "plain" ? 0 : a.progress == "none" ? 2 : -1;
+  // Every record goes to stdout as the same JSON line as in the --metrics file.
+  t.on_record = [](const nlohmann::ordered_json& r) { std::cout << r.dump() << "\n" << std::flush; };
   train::Trainer trainer(*model, *opt, t);
-  std::fprintf(stderr, "mtrank train: %s, %lld trainable parameters, %lld train rows, %lld test rows\n",
+  if (!a.resume.empty()) trainer.resume(a.resume);
+  std::fprintf(stderr, "mtrank train: %s, %lld trainable parameters, %lld train / %lld valid / %lld test rows, %d thread%s%s\n",
                cfg["model"].value("type", "?").c_str(), (long long)model->arena().num_trainable(), (long long)d.train.rows,
-               (long long)d.test.rows);
-  auto records = trainer.fit(d.train, d.test.rows ? &d.test : nullptr);
-  trainer.save_checkpoint(a.out);
-  for (const auto& r : records) {
-    json j = {{"epoch", r.epoch}, {"steps", r.steps}, {"train_loss", r.train_loss}, {"valid_loss", r.valid_loss},
-              {"rows_per_second", r.rows_per_second}, {"tasks", json::array()}};
-    for (auto& m : r.valid) j["tasks"].push_back(metrics_json(m));
-    std::cout << j.dump() << "\n";
-  }
-  std::fprintf(stderr, "mtrank train: checkpoint written to %s\n", a.out.c_str());
+               (long long)d.valid.rows, (long long)d.test.rows, a.threads, a.threads == 1 ? "" : "s",
+               a.threads > 1 && !openmp_waits_passively() ? " (OpenMP threads spin when idle)" : "");
+  if (d.valid.rows == 0)
+    std::fprintf(stderr,
+                 "mtrank train: no validation split (config.data.valid or valid_fraction): no model selection and no "
+                 "early stopping; %s holds the last epoch. The test split is scored once, at the end.\n",
+                 a.out.c_str());
+  trainer.fit(d.train, d.valid.rows ? &d.valid : nullptr);
+  if (!fs::exists(a.out)) trainer.save_checkpoint(a.out);  // no epoch ran now (e.g. resumed at the end)
+  if (d.test.rows) trainer.test(d.test);
+  std::fprintf(stderr, "mtrank train: %s holds epoch %lld%s\n", a.out.c_str(),
+               (long long)(trainer.best_epoch() > 0 ? trainer.best_epoch() : trainer.epoch()),
+               trainer.best_epoch() > 0 ? " (best on the validation split)" : " (the last)");
   return 0;
 }
 
@@ -179,13 +186,25 @@ int cmd_eval(const EvalArgs& a) {
     names.push_back(t.name);
   }
   auto ms = train::evaluate_tasks(probs.matrix(), d.labels.matrix(), d.label_mask.matrix(), d.user, kinds, names);
+  // Multi-scene models: the same metrics per scene.
+  std::vector<train::SceneMetrics> scenes;
+  const auto S = static_cast<std::int32_t>(p->schema().num_scenes);
+  if (S > 1 && static_cast<Index>(d.scene.size()) == d.rows && d.rows > 0)
+    scenes = train::evaluate_tasks_by_scene(probs.matrix(), d.labels.matrix(), d.label_mask.matrix(), d.user, d.scene,
+                                            S, kinds, names);
   if (a.format == "table") {
-    std::printf("%-14s %8s %8s %8s %8s %9s %10s\n", "task", "count", "AUC", "GAUC", "logloss", "calib", "MSE");
-    for (auto& m : ms)
-      std::printf("%-14s %8lld %8.4f %8.4f %8.4f %9.4f %10.5f\n", m.name.c_str(), (long long)m.count, m.auc, m.gauc,
-                  m.log_loss, m.calibration, m.mse);
+    std::printf("%-14s %6s %8s %8s %8s %8s %9s %10s\n", "task", "scene", "count", "AUC", "GAUC", "logloss", "calib", "MSE");
+    auto row = [](const train::TaskMetrics& m, const std::string& scene) {
+      std::printf("%-14s %6s %8lld %8.4f %8.4f %8.4f %9.4f %10.5f\n", m.name.c_str(), scene.c_str(), (long long)m.count,
+                  m.auc, m.gauc, m.log_loss, m.calibration, m.mse);
+    };
+    for (auto& m : ms) row(m, "all");
+    for (auto& sc : scenes)
+      for (auto& m : sc.tasks) row(m, std::to_string(sc.scene));
   } else {
-    for (auto& m : ms) std::cout << metrics_json(m).dump() << "\n";
+    for (auto& m : ms) std::cout << eval_line(m, nullptr).dump() << "\n";
+    for (auto& sc : scenes)
+      for (auto& m : sc.tasks) std::cout << eval_line(m, sc.scene).dump() << "\n";
   }
   return 0;
 }
@@ -327,29 +346,54 @@ int cmd_convert(const ConvertArgs& a) {
   return 0;
 }
 
+struct ExportArgs {
+  std::string checkpoint, out;
+};
+
+int cmd_export(const ExportArgs& a) {
+  const train::ExportReport r = train::export_serving_weights(a.checkpoint, a.out);
+  std::size_t optim = 0;
+  for (auto& n : r.dropped) optim += n.rfind(io::kOptimPrefix, 0) == 0;
+  std::string other;
+  for (auto& n : r.dropped)
+    if (n.rfind(io::kOptimPrefix, 0) != 0) other += (other.empty() ? "" : ", ") + n;
+  std::fprintf(stderr, "mtrank export: %zu tensors (%lld values) -> %s; left out %zu optimiser tensors%s%s\n", r.tensors,
+               (long long)r.values, a.out.c_str(), optim, other.empty() ? "" : " and ", other.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"mtrank: multi-task ranking models (train, eval, predict, inspect, convert)"};
+  // Idle OpenMP threads sleep instead of spinning unless OMP_WAIT_POLICY/GOMP_SPINCOUNT say
+  // otherwise (re-executes once; core/threading.hpp).
+  mtrank::use_passive_openmp_wait(argc, argv);
+  CLI::App app{"mtrank: multi-task ranking models (train, eval, predict, inspect, convert, export)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "mtrank 0.1.0");
 
   TrainArgs ta;
   auto* train = app.add_subcommand("train", "train a model: config JSON (schema/model/optimizer/trainer/data) -> checkpoint");
   train->add_option("-c,--config", ta.config, "config JSON")->required()->check(CLI::ExistingFile);
-  train->add_option("-o,--out", ta.out, "checkpoint to write (safetensors)")->required();
-  train->add_option("--metrics", ta.metrics, "metrics JSON lines file (one record per epoch)");
+  train->add_option("-o,--out", ta.out,
+                    "checkpoint of the selected model: the best epoch on the validation split (the last epoch without one)")
+      ->required();
+  train->add_option("--last", ta.last, "also write the last epoch's full state here after every epoch (for --resume)");
+  train->add_option("--resume", ta.resume, "continue training from a checkpoint written by -o or --last")
+      ->check(CLI::ExistingFile);
+  train->add_option("--metrics", ta.metrics, "metrics JSON lines file (one record per epoch, then the test record)");
   train->add_option("--epochs", ta.epochs, "override trainer.epochs")->check(CLI::PositiveNumber);
   train->add_option("--data-dir", ta.data_dir, "base for relative data paths (default $MTRANK_DATA_DIR or .)");
   train->add_option("--progress", ta.progress, "auto | bar | plain | none")->check(CLI::IsMember({"auto", "bar", "plain", "none"}));
   train->add_option("--threads", ta.threads, "intra-op threads")->check(CLI::PositiveNumber);
 
   EvalArgs ea;
-  auto* eval = app.add_subcommand("eval", "per-task AUC, GAUC, log loss, calibration (MSE for regression) of a checkpoint");
+  auto* eval = app.add_subcommand(
+      "eval", "per-task (and per-scene) AUC, GAUC, log loss, calibration (MSE for regression) of a checkpoint");
   eval->add_option("-m,--checkpoint", ea.checkpoint, "checkpoint")->required()->check(CLI::ExistingFile);
   eval->add_option("-c,--config", ea.config, "config whose data section to use (default: the checkpoint's)");
   eval->add_option("--data-dir", ea.data_dir, "base for relative data paths");
-  eval->add_option("--split", ea.split, "test | train")->check(CLI::IsMember({"test", "train"}));
+  eval->add_option("--split", ea.split, "test | valid | train")->check(CLI::IsMember({"test", "valid", "train"}));
   eval->add_option("--format", ea.format, "json | table")->check(CLI::IsMember({"json", "table"}));
   // bf16 applies to batches of <= 8 rows only, and eval scores large batches: not offered here.
   eval->add_option("--weight-format", ea.weights, "inference weight format: f32 | int8")
@@ -360,7 +404,7 @@ int main(int argc, char** argv) {
   predict->add_option("-m,--checkpoint", pa.checkpoint, "checkpoint")->required()->check(CLI::ExistingFile);
   predict->add_option("-c,--config", pa.config, "config whose data section to use (default: the checkpoint's)");
   predict->add_option("--data-dir", pa.data_dir, "base for relative data paths");
-  predict->add_option("--split", pa.split, "test | train")->check(CLI::IsMember({"test", "train"}));
+  predict->add_option("--split", pa.split, "test | valid | train")->check(CLI::IsMember({"test", "valid", "train"}));
   predict->add_option("-o,--out", pa.out, "output .csv or .npy")->required();
   predict->add_option("--weight-format", pa.weights, "inference weight format: f32 | bf16 (small batches) | int8")
       ->check(CLI::IsMember({"f32", "bf16", "int8"}));
@@ -377,6 +421,11 @@ int main(int argc, char** argv) {
   convert->add_option("--map", ca.map, "name map JSON {\"rename\": {torch: mtrank}, \"ignore\": [prefix]}")->check(CLI::ExistingFile);
   convert->add_option("-o,--out", ca.out, "checkpoint to write")->required();
 
+  ExportArgs xa;
+  auto* exp = app.add_subcommand("export", "training checkpoint -> weights-only serving file (no optimiser state)");
+  exp->add_option("-m,--checkpoint", xa.checkpoint, "training checkpoint")->required()->check(CLI::ExistingFile);
+  exp->add_option("-o,--out", xa.out, "serving file to write (safetensors)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -389,6 +438,7 @@ int main(int argc, char** argv) {
     if (*predict) return cmd_predict(pa);
     if (*inspect) return cmd_inspect(ia);
     if (*convert) return cmd_convert(ca);
+    if (*exp) return cmd_export(xa);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mtrank: error: %s\n", e.what());
     return 1;

@@ -83,4 +83,10 @@ enum class SplitBy {
 /// Splits by time: returns (train, test). Rows keep their order.
 std::pair<Dataset, Dataset> train_test_split(const Dataset& dataset, double test_fraction, SplitBy by = SplitBy::rows);
 
+/// Splits off round(fraction * rows) rows chosen uniformly at random (a Fisher–Yates draw from
+/// Rng(seed)), e.g. a validation set from the training rows: returns (kept, split off). Both
+/// parts keep the original row order. Deterministic: the same dataset, fraction and seed give
+/// the same split on every machine.
+std::pair<Dataset, Dataset> random_split(const Dataset& dataset, double fraction, std::uint64_t seed);
+
 }  // namespace mtrank::data

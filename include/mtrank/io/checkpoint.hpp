@@ -12,6 +12,12 @@
 //     "mtrank.format"       "1"
 //     "mtrank.config"       the model config, JSON text
 //     "mtrank.train_state"  the trainer's state, JSON text (step, epoch, RNG state, ...)
+//     "mtrank.kind"         absent (a training checkpoint) or "serving"
+//
+// A serving file (save_serving_weights, `mtrank export`) has the same layout without the
+// optimiser state and without "mtrank.train_state": the model's parameters and buffers and its
+// config, "mtrank.kind" = "serving". read_checkpoint_metadata and the predictor read it like a
+// checkpoint; a trainer cannot resume from it.
 //
 // Because the parameters are stored under their plain names, a checkpoint is also a valid
 // weights file: load_arena() and PyTorch (tools/safetensors_torch.py) read it directly, and
@@ -32,8 +38,12 @@ namespace mtrank::io {
 
 inline constexpr const char* kCheckpointFormat = "1";
 inline constexpr const char* kOptimPrefix = "__optim__.";
+inline constexpr const char* kTrainingKind = "training";
+inline constexpr const char* kServingKind = "serving";
 
 struct CheckpointData {
+  /// kTrainingKind or kServingKind (metadata "mtrank.kind"; absent = training).
+  std::string kind = kTrainingKind;
   nlohmann::json config = nlohmann::json::object();
   nlohmann::json train_state = nlohmann::json::object();
   /// Optimiser state tensors, named without the "__optim__." prefix.
@@ -49,6 +59,12 @@ void save_checkpoint(const std::filesystem::path& path, const ParameterArena& ar
 /// Loads every arena tensor (strict: each present with its shape, no unknown non-"__optim__."
 /// tensor), the optimiser state and the metadata. The arena is untouched when any check fails.
 CheckpointData load_checkpoint(const std::filesystem::path& path, ParameterArena& arena);
+
+/// Writes a weights-only serving file atomically: every arena tensor (parameters and buffers)
+/// whose name starts with none of `exclude_prefixes`, the config, "mtrank.kind" = "serving"; no
+/// optimiser state, no train state. Returns the number of tensors written.
+std::size_t save_serving_weights(const std::filesystem::path& path, const ParameterArena& arena,
+                                 const nlohmann::json& config, const std::vector<std::string>& exclude_prefixes = {});
 
 /// Reads config and train_state only (no tensor data is read), e.g. to build the model first.
 /// optimizer_state is left empty.

@@ -71,6 +71,23 @@ std::vector<TaskMetrics> evaluate_tasks(MatrixView<const float> probs, MatrixVie
                                         std::span<const TaskKind> kinds, std::span<const std::string> names = {},
                                         std::span<const float> weights = {}, double log_loss_eps = 1e-7);
 
+/// Metrics of the rows of one scene (multi-scene / multi-domain models, schema.num_scenes > 1).
+struct SceneMetrics {
+  std::int32_t scene = 0;
+  Index rows = 0;                  // rows of this scene
+  std::vector<TaskMetrics> tasks;  // evaluate_tasks over those rows (count 0 and NaN when none)
+};
+
+/// Per-scene metrics: evaluate_tasks on the rows of each scene 0 .. num_scenes - 1, in scene
+/// order. `scenes` [N] holds each row's scene id; an id outside [0, num_scenes) is an error.
+/// The other arguments are those of evaluate_tasks.
+std::vector<SceneMetrics> evaluate_tasks_by_scene(MatrixView<const float> probs, MatrixView<const float> labels,
+                                                  MatrixView<const float> mask, std::span<const std::int64_t> users,
+                                                  std::span<const std::int32_t> scenes, std::int32_t num_scenes,
+                                                  std::span<const TaskKind> kinds,
+                                                  std::span<const std::string> names = {},
+                                                  std::span<const float> weights = {}, double log_loss_eps = 1e-7);
+
 /// Streaming evaluation: append batches, then compute(). Keeps the present entries of every
 /// task (exact AUC needs all scores), so memory is O(evaluated rows × tasks).
 class MetricAccumulator {

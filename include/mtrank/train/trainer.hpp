@@ -1,6 +1,14 @@
-// The training loop: shuffled mini-batches, epochs, evaluation per epoch, early stopping,
-// progress on stderr (a live bar on a terminal, plain log lines otherwise), metrics as JSON
-// lines, and atomic checkpoints that resume to the exact same next step.
+// The training loop: shuffled mini-batches, epochs, evaluation per epoch on a validation set,
+// early stopping, model selection, progress on stderr (a live bar on a terminal, plain log lines
+// otherwise), metrics as JSON lines, and atomic checkpoints that resume to the exact same next step.
+//
+// Model selection (docs/training.md, "Validation, early stopping and the selected model"): with a
+// validation set, every epoch is scored on it, `monitor` picks the best epoch, early stopping
+// watches it, the best epoch's full state is written to `checkpoint_path` whenever a new best
+// appears, and at the end of fit() the model holds the best epoch's weights. Without a validation
+// set nothing is selected: the last epoch is the model (checkpoint_path is written after every
+// epoch) and `patience` is ignored (a warning on stderr). The test set is never looked at by
+// fit(); test() scores it once, afterwards, as the final record.
 //
 // Determinism: the permutation of epoch e is drawn from Rng(seed).fork(e), and the RNG for
 // stochastic layers at global step t from Rng(seed ^ kStepSalt).fork(t). A run resumed from a
@@ -18,6 +26,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,9 +48,11 @@ struct TrainerOptions {
   Index batch_size = 512;
   Index epochs = 3;
   std::uint64_t seed = 1;
-  /// Early stopping: stop after this many epochs without improvement of `monitor` (0 = off).
+  /// Early stopping: stop after this many epochs without improvement of `monitor` on the
+  /// validation set (0 = off; ignored, with a warning, when fit() has no validation set).
   Index patience = 0;
-  /// "auc" (mean AUC over binary tasks, higher is better) or "loss" (validation loss, lower is better).
+  /// What selects the best epoch: "auc" (mean AUC over binary tasks on the validation set, higher
+  /// is better) or "loss" (validation loss, lower is better).
   std::string monitor = "auc";
   /// Per-task loss weights λ_k (empty = all 1) and loss kinds (empty = from the schema:
   /// bce_with_logits for binary tasks, mse for regression).
@@ -63,23 +74,51 @@ struct TrainerOptions {
   Index data_parallel_min_rows = 64;
   /// Stop an epoch after this many steps (0 = full epoch); for smoke tests and timing.
   Index max_steps_per_epoch = 0;
-  /// JSON lines with one record per epoch (and per `log_every` steps when > 0); "" = none.
+  /// JSON lines, one record per epoch and the final test record (record_json); "" = none.
   std::string metrics_path;
-  /// Checkpoint written atomically at the end of every epoch ("" = none).
+  /// Called with every record written to metrics_path (the same JSON), e.g. to print it.
+  std::function<void(const nlohmann::ordered_json&)> on_record;
+  /// The selected model's checkpoint ("" = none), full state (weights, optimiser, position),
+  /// written atomically. With a validation set: whenever the monitored metric improves, so it
+  /// always holds the best epoch so far (and resumes from the end of that epoch). Without one:
+  /// after every epoch (the last epoch is the model).
   std::string checkpoint_path;
+  /// The last epoch's full state, written atomically after every epoch, to resume() from
+  /// ("" = none). Must differ from checkpoint_path.
+  std::string last_checkpoint_path;
   /// -1: a live bar when stderr is a terminal, plain lines otherwise; 0: plain lines; 1: bar; 2: silent.
   int progress = -1;
   Index log_every = 0;
 };
 
+/// Loss and metrics of a model on one dataset.
+struct Evaluation {
+  double loss = 0;                 // mean total loss (the fixed task weights λ_k; no UWL, no penalty)
+  std::vector<TaskMetrics> tasks;  // per task, over all rows
+  std::vector<SceneMetrics> scenes;  // per scene; empty unless schema.num_scenes > 1 and rows carry scene ids
+};
+
 struct EpochRecord {
-  Index epoch = 0;
+  Index epoch = 0;                 // 1-based
   Index steps = 0;
-  double train_loss = 0;       // mean total loss over the epoch's steps
+  std::int64_t global_step = 0;    // optimiser steps after this epoch
+  double train_loss = 0;           // mean total loss over the epoch's steps
   double rows_per_second = 0;
   double valid_loss = 0;
   std::vector<TaskMetrics> valid;  // empty when no validation set
-  bool improved = false;
+  std::vector<SceneMetrics> valid_scenes;
+  double score = TaskMetrics::nan;  // the monitored value on the validation set (mean AUC or loss)
+  bool improved = false;            // the best epoch so far (written to checkpoint_path)
+  Index best_epoch = 0;             // the best epoch so far (0: none, no validation set)
+};
+
+/// The final record: the test set scored once with the selected weights.
+struct TestRecord {
+  Index epoch = 0;                  // the epoch whose weights were scored (the best, or the last)
+  std::int64_t global_step = 0;     // optimiser steps of those weights
+  bool selected = false;            // the weights were selected on the validation set (best epoch)
+  Evaluation test;
+  double score = TaskMetrics::nan;  // the monitored value on the test set
 };
 
 class Trainer {
@@ -87,11 +126,22 @@ class Trainer {
   Trainer(models::Model& model, Optimizer& optimizer, TrainerOptions opt);
 
   /// Trains from the current position (epoch/step, see resume()) until `epochs` are done or early
-  /// stopping triggers. Returns one record per epoch run now.
+  /// stopping triggers. Returns one record per epoch run now. With a validation set (non-null,
+  /// rows > 0) the model holds the best epoch's weights afterwards (see the file comment); the
+  /// optimiser state and the position stay those of the last epoch (resume from
+  /// last_checkpoint_path to continue training).
   std::vector<EpochRecord> fit(const data::Dataset& train, const data::Dataset* valid = nullptr);
+
+  /// Scores `test` once with the model's current weights (after fit(): the selected epoch's) and
+  /// writes the final record ({"record": "test", ...}) to metrics_path / on_record.
+  TestRecord test(const data::Dataset& test);
 
   /// Loss and metrics of the model on `data` (inference mode, no gradient).
   std::pair<double, std::vector<TaskMetrics>> evaluate(const data::Dataset& data) const;
+  /// The same with per-scene metrics (multi-scene models).
+  Evaluation evaluate_detailed(const data::Dataset& data) const;
+  /// The monitored value of an evaluation: mean AUC over binary tasks ("auc") or the loss ("loss").
+  double monitored(const Evaluation& e) const;
 
   /// One optimisation step on `batch`; returns the total loss. Exposed for custom loops.
   double train_step(const data::Batch& batch);
@@ -102,6 +152,8 @@ class Trainer {
   void resume(const std::filesystem::path& path);
 
   Index epoch() const { return epoch_; }
+  /// The best epoch so far (1-based; 0 = none) and its monitored value.
+  Index best_epoch() const { return best_epoch_; }
   std::int64_t global_step() const { return global_step_; }
   const MultiTaskLoss<float>& loss() const { return loss_; }
   const TrainerOptions& options() const { return opt_; }
@@ -118,7 +170,10 @@ class Trainer {
   void reduce_replica_gradients(int slices);
   void pcgrad_backward(ConstMat g);
   void log_progress(Index done, Index total, double loss, double rows_per_s, bool final);
-  void write_json_line(const nlohmann::json& record) const;
+  void write_json_line(const nlohmann::ordered_json& record) const;
+  void save_position_after_epoch(const std::string& path);
+  void keep_best_weights();
+  bool restore_best_weights();
 
   models::Model& model_;
   Optimizer& optimizer_;
@@ -153,13 +208,35 @@ class Trainer {
   Index epoch_ = 0;           // current epoch (0-based)
   Index step_in_epoch_ = 0;   // steps done in the current epoch
   std::int64_t global_step_ = 0;
-  double best_ = 0;
+  double best_ = 0;                  // best score, higher is better (-loss for "loss")
   bool has_best_ = false;
+  Index best_epoch_ = 0;             // 1-based epoch of best_
+  std::int64_t best_global_step_ = 0;
+  std::vector<std::vector<float>> best_values_;  // arena values of the best epoch when not on disk
+  Index model_epoch_ = 0;             // the epoch whose weights the model holds (0: untrained)
+  std::int64_t model_step_ = 0;       // and their global step
+  bool model_selected_ = false;       // the model holds the validation-selected best weights
   Index bad_epochs_ = 0;
   bool bar_ = false;
 };
 
 /// Loss specs from a schema: bce_with_logits for binary tasks, mse for regression, weight 1.
 std::vector<TaskLossSpec> default_task_losses(const data::FeatureSchema& schema);
+
+/// {"count", "mean_prediction", "mean_label", and "auc", "gauc", "log_loss", "calibration" for
+/// binary tasks or "mse" for regression}; non-finite values are null.
+/// (Ordered JSON: keys keep the documented order, tasks the schema's.)
+nlohmann::ordered_json task_metrics_json(const TaskMetrics& m);
+/// {"<task>": task_metrics_json, ...} in task order.
+nlohmann::ordered_json tasks_json(const std::vector<TaskMetrics>& ms);
+/// [{"scene": s, "rows": n, "tasks": tasks_json}, ...], or null when `scenes` is empty.
+nlohmann::ordered_json scenes_json(const std::vector<SceneMetrics>& scenes);
+
+/// The JSON line of an epoch / the final test record (docs/cli.md, "Records"). Both have the keys
+///   record ("epoch" | "test"), epoch, steps, global_step, train_loss, rows_per_second, split
+///   ("valid" | "test" | null), loss, monitor, score, best, best_epoch, tasks, scenes
+/// with null where a value does not apply.
+nlohmann::ordered_json record_json(const EpochRecord& r, const std::string& monitor);
+nlohmann::ordered_json record_json(const TestRecord& r, const std::string& monitor);
 
 }  // namespace mtrank::train
