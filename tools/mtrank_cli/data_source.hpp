@@ -12,6 +12,12 @@
 //   {"source": "movielens_100k", "dir": "movielens-100k", "dim": 8, "max_seq_len": 20,
 //    "test_per_user": 10, "rating_task": false}
 //   {"source": "sasrec", "file": "amazon-sasrec-video-games/Video.txt", "max_users": 0, ...}
+// Every source also takes two task options, applied to both splits after reading, in this order:
+//   "tasks": ["click"]       keep only these tasks, in this order (data::select_tasks): a
+//                            single-task model (dnn) or ESMM's (ctr, ctcvr) pair from the simulator
+//   "fused_task": {"name": "fused", "weights": {"click": 1, "interaction": 2}}
+//                            append a regression task whose label is the weighted mean of those
+//                            labels (models::add_fused_task): the MM model's fused target
 // Relative paths are resolved against the data directory (--data-dir, else $MTRANK_DATA_DIR,
 // else the current directory).
 #pragma once
