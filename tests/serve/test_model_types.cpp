@@ -24,6 +24,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <set>
+#include <sstream>
 #include <sys/wait.h>
 
 #include "mtrank/io/npy.hpp"
@@ -361,4 +363,50 @@ TEST_CASE("model types: every registered model type has an example config", "[mo
   CHECK(dmt["sequences"][0]["position"] == "time_gap");
   CHECK(gru["sequences"][0]["kind"] == "gru");
   CHECK(mtrank::testing::load_example_config("co_action")["model"].contains("co_action"));
+}
+
+// docs/serving.md, "Every model type": each ```json block after a
+// "<!-- request-example: type ... -->" marker is a valid request for the example config of every
+// listed type, and scores (the response lists the model's tasks). Weights are untrained; the
+// schema is the example config's (the simulator's vocabularies as configured there).
+TEST_CASE("model types: the request examples in docs/serving.md parse and score", "[model_types]") {
+  std::ifstream f(std::filesystem::path(MTRANK_SOURCE_DIR) / "docs" / "serving.md");
+  REQUIRE(f);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string doc = ss.str();
+  const std::string marker = "<!-- request-example:";
+  std::set<std::string> covered;
+  int examples = 0;
+  for (std::size_t at = doc.find(marker); at != std::string::npos; at = doc.find(marker, at + 1)) {
+    const std::size_t end = doc.find("-->", at);
+    std::istringstream types(doc.substr(at + marker.size(), end - at - marker.size()));
+    const std::size_t open = doc.find("```json\n", end), close = doc.find("\n```", open + 8);
+    REQUIRE(open != std::string::npos);
+    REQUIRE(close != std::string::npos);
+    const std::string body = doc.substr(open + 8, close - open - 8);
+    ++examples;
+    for (std::string type; types >> type;) {
+      INFO("example " << examples << " for " << type);
+      json cfg = mtrank::testing::load_example_config(type);
+      cfg["data"]["impressions"] = 300;  // the schema does not depend on the row count
+      mtrank::testing::load_config_data(cfg);
+      serve::Predictor p(models::build_model(cfg));
+      serve::Request r;
+      serve::RequestEcho echo;
+      serve::parse_request(body, p.schema(), p.serving(), r, echo);
+      CHECK(r.num_candidates == 2);
+      std::string out;
+      serve::write_response(p.score(r), p.schema(), echo, out);
+      const json resp = json::parse(out);
+      REQUIRE(resp["tasks"].size() == p.schema().tasks.size());
+      CHECK(resp["scores"][1]["candidate_id"] == "v-250");
+      covered.insert(type);
+    }
+  }
+  CHECK(examples == 3);
+  for (const auto& type : mtrank::testing::example_model_types()) {
+    INFO(type << " has no request example in docs/serving.md");
+    CHECK(covered.count(type) == 1);
+  }
 }
