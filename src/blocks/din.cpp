@@ -13,7 +13,7 @@ using nn::ActivationKind;
 
 template <class T>
 DinAttention<T>::DinAttention(ParameterArenaT<T>& arena, std::string_view prefix, DinAttentionOptions opt)
-    : opt_(std::move(opt)), name_(prefix) {
+    : opt_(std::move(opt)), name_(prefix), keys_what_("DinAttention '" + name_ + "' keys") {
   const Index d = opt_.dim;
   require(d > 0, "DinAttention '", prefix, "': dim must be > 0, got ", d);
   require(!opt_.hidden.empty(), "DinAttention '", prefix, "': hidden must list at least one layer width");
@@ -71,7 +71,7 @@ MatrixView<const T> DinAttention<T>::forward(MatrixView<const T> query, MatrixVi
   if (query.cols != d) fail("DinAttention '", name_, "' query: ", query.cols, " columns, expected dim ", d);
   if (keys.cols != d) fail("DinAttention '", name_, "' keys: ", keys.cols, " columns, expected dim ", d);
   if (query.rows != B) fail("DinAttention '", name_, "' query: ", query.rows, " rows != lengths size ", B);
-  nn::make_windows(lengths, B, keys.rows, opt_.max_len, opt_.overflow, "DinAttention '" + name_ + "' keys", ws.win);
+  nn::make_windows(lengths, B, keys.rows, opt_.max_len, opt_.overflow, keys_what_, ws.win);
   const nn::SeqWindows& w = ws.win;
   ws.query = query;
   ws.keys = keys;

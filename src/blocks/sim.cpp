@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "mtrank/kernels/gemm.hpp"
 
@@ -25,7 +26,7 @@ void GeneralSearchUnit::hard_search(std::span<const std::int64_t> categories, nn
   const Index B = static_cast<Index>(lengths.size()), K = opt_.top_k;
   if (static_cast<Index>(candidate_category.size()) != B)
     fail("GeneralSearchUnit candidate_category: size ", candidate_category.size(), " != batch ", B);
-  nn::SeqWindows w;
+  nn::SeqWindows& w = out.scratch.windows;
   nn::make_windows(lengths, B, static_cast<Index>(categories.size()), 0, nn::Overflow::reject,
                    "GeneralSearchUnit categories", w);
   reset_selection(out, B, K);
@@ -45,11 +46,15 @@ void GeneralSearchUnit::soft_search(MatrixView<const T> behaviours, nn::Lengths 
   const Index B = static_cast<Index>(lengths.size()), K = opt_.top_k, d = behaviours.cols;
   if (query.rows != B) fail("GeneralSearchUnit query: ", query.rows, " rows != batch ", B);
   if (query.cols != d) fail("GeneralSearchUnit query: ", query.cols, " columns != behaviour width ", d);
-  nn::SeqWindows w;
+  nn::SeqWindows& w = out.scratch.windows;
   nn::make_windows(lengths, B, behaviours.rows, 0, nn::Overflow::reject, "GeneralSearchUnit behaviours", w);
   reset_selection(out, B, K);
-  TensorT<T> scores(Shape{std::max<Index>(w.max_count, 1), 1});
-  std::vector<Index> order;
+  TensorT<T>& scores = [&]() -> TensorT<T>& {
+    if constexpr (std::is_same_v<T, float>) return out.scratch.scores;
+    else return out.scratch.scores_d;
+  }();
+  scores.resize(Shape{std::max<Index>(w.max_count, 1), 1});
+  std::vector<Index>& order = out.scratch.order;
   for (Index b = 0; b < B; ++b) {
     const Index n = w.count[b];
     if (n == 0) continue;

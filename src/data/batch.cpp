@@ -198,4 +198,36 @@ Dataset Dataset::take(const std::vector<Index>& idx) const {
   return d;
 }
 
+Dataset select_tasks(const Dataset& d, const std::vector<std::string>& tasks) {
+  require(!tasks.empty(), "select_tasks: expected at least one task name");
+  const Index K = d.schema.num_tasks(), N = d.rows, J = static_cast<Index>(tasks.size());
+  std::vector<Index> cols;
+  for (const auto& name : tasks) {
+    Index k = -1;
+    for (Index i = 0; i < K; ++i)
+      if (d.schema.tasks[i].name == name) k = i;
+    if (k < 0) {
+      std::string list;
+      for (auto& t : d.schema.tasks) list += (list.empty() ? "" : ", ") + t.name;
+      fail("select_tasks: unknown task \"", name, "\" (expected one of: ", list, ")");
+    }
+    for (Index c : cols) require(c != k, "select_tasks: task \"", name, "\" is listed twice");
+    cols.push_back(k);
+  }
+  Dataset out = d;
+  out.schema.tasks.clear();
+  for (Index c : cols) out.schema.tasks.push_back(d.schema.tasks[c]);
+  auto pick = [&](const Tensor& src, Tensor& dst) {
+    if (src.numel() == 0) return;  // an absent column (label_mask / oracle) stays absent
+    require(src.numel() == N * K, "select_tasks: a label column holds ", src.numel(), " values, expected ", N, " x ", K);
+    dst = Tensor(Shape{N, J});
+    for (Index r = 0; r < N; ++r)
+      for (Index j = 0; j < J; ++j) dst[r * J + j] = src[r * K + cols[static_cast<std::size_t>(j)]];
+  };
+  pick(d.labels, out.labels);
+  pick(d.label_mask, out.label_mask);
+  pick(d.oracle, out.oracle);
+  return out;
+}
+
 }  // namespace mtrank::data

@@ -10,7 +10,11 @@ namespace mtrank::nn {
 template <class T>
 MultiHeadAttention<T>::MultiHeadAttention(ParameterArenaT<T>& arena, std::string_view prefix,
                                           MultiHeadAttentionOptions opt)
-    : opt_(opt), name_(prefix) {
+    : opt_(opt),
+      name_(prefix),
+      query_what_(name_ + " query"),
+      memory_what_(name_ + " memory"),
+      dy_what_(name_ + " backward dy") {
   const Index d = opt.embed_dim;
   require(d > 0, "MultiHeadAttention '", prefix, "': embed_dim must be > 0, got ", d);
   require(opt.num_heads > 0 && d % opt.num_heads == 0, "MultiHeadAttention '", prefix, "': embed_dim ", d,
@@ -28,8 +32,8 @@ MatrixView<const T> MultiHeadAttention<T>::forward(MatrixView<const T> query, Le
                                                    MatrixView<const T> memory, Lengths memory_lengths,
                                                    Workspace& ws, const Context& ctx) const {
   const Index B = static_cast<Index>(query_lengths.size());
-  make_windows(query_lengths, B, query.rows, 0, Overflow::reject, name_ + " query", ws.qwin);
-  make_windows(memory_lengths, B, memory.rows, 0, Overflow::reject, name_ + " memory", ws.kwin);
+  make_windows(query_lengths, B, query.rows, 0, Overflow::reject, query_what_, ws.qwin);
+  make_windows(memory_lengths, B, memory.rows, 0, Overflow::reject, memory_what_, ws.kwin);
   return forward(query, ws.qwin, memory, ws.kwin, ws, ctx);
 }
 
@@ -107,7 +111,7 @@ typename MultiHeadAttention<T>::Grads MultiHeadAttention<T>::backward(MatrixView
   const SeqWindows& qw = *ws.qw;
   const SeqWindows& kw = *ws.kw;
   const Index B = qw.batch, Lq = qw.padded, Lk = kw.padded;
-  require_shape(dy, B * Lq, d, (name_ + " backward dy").c_str());
+  require_shape(dy, B * Lq, d, dy_what_.c_str());
   // Gradient at invalid query rows is dropped (their outputs are constant zero).
   MatrixView<T> dout = ensure(ws.dout, B * Lq, d);
   copy(dy, dout);

@@ -8,7 +8,7 @@
 namespace mtrank::nn {
 
 template <class T>
-Gru<T>::Gru(ParameterArenaT<T>& arena, std::string_view prefix, GruOptions opt) : opt_(opt), name_(prefix) {
+Gru<T>::Gru(ParameterArenaT<T>& arena, std::string_view prefix, GruOptions opt) : opt_(opt), name_(prefix), x_what_(name_ + " x") {
   require(opt.input > 0 && opt.hidden > 0, "Gru '", prefix, "': input and hidden must be > 0, got input=",
           opt.input, " hidden=", opt.hidden);
   const Index H = opt.hidden;
@@ -27,7 +27,7 @@ MatrixView<const T> Gru<T>::forward(MatrixView<const T> x, Lengths lengths, Work
   const Index H = opt_.hidden, I = opt_.input;
   if (x.cols != I) fail(name_, " x: ", x.cols, " columns, expected input size ", I);
   const Index B = static_cast<Index>(lengths.size());
-  make_windows(lengths, B, x.rows, opt_.max_len, opt_.overflow, name_ + " x", ws.win);
+  make_windows(lengths, B, x.rows, opt_.max_len, opt_.overflow, x_what_, ws.win);
   const SeqWindows& w = ws.win;
   const Index L = w.padded;
   ws.x = x;

@@ -77,7 +77,7 @@ MatrixView<const T> TransformerEncoderLayer<T>::backward(MatrixView<const T> dy,
 template <class T>
 TransformerEncoder<T>::TransformerEncoder(ParameterArenaT<T>& arena, std::string_view prefix,
                                           TransformerEncoderOptions opt)
-    : opt_(opt), name_(prefix) {
+    : opt_(opt), name_(prefix), x_what_(name_ + " x") {
   const Index d = opt.layer.d_model;
   require(opt.num_layers >= 1, "TransformerEncoder '", prefix, "': num_layers must be >= 1");
   if (opt.position == PositionKind::learned) {
@@ -100,7 +100,7 @@ MatrixView<const T> TransformerEncoder<T>::forward(MatrixView<const T> x, Length
   const Index d = opt_.layer.d_model;
   if (x.cols != d) fail(name_, " x: ", x.cols, " columns, expected d_model ", d);
   const Index B = static_cast<Index>(lengths.size());
-  make_windows(lengths, B, x.rows, opt_.max_len, opt_.overflow, name_ + " x", ws.win);
+  make_windows(lengths, B, x.rows, opt_.max_len, opt_.overflow, x_what_, ws.win);
   const SeqWindows& w = ws.win;
   MatrixView<T> x0 = ensure(ws.x0, x.rows, d);
   ws.x0.zero();

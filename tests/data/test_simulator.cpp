@@ -244,3 +244,30 @@ TEST_CASE("simulator: bad options are rejected", "[data][simulator]") {
   o.trending_fraction = 2;
   CHECK_THROWS_WITH(simulate_feed(o), Catch::Contains("trending_fraction"));
 }
+
+TEST_CASE("select_tasks keeps the named tasks' labels, masks and oracle columns, in the given order", "[data]") {
+  FeedSimulatorOptions o;
+  o.users = 30;
+  o.items = 80;
+  o.impressions = 300;
+  const Dataset d = make_feed_dataset(o);
+  const Dataset s = select_tasks(d, {"long_dwell", "click"});
+  REQUIRE(s.schema.num_tasks() == 2);
+  CHECK(s.schema.tasks[0].name == "long_dwell");
+  CHECK(s.schema.tasks[1].name == "click");
+  REQUIRE(s.labels.shape() == Shape{d.rows, 2});
+  REQUIRE(s.oracle.shape() == Shape{d.rows, 2});
+  REQUIRE(s.label_mask.shape() == Shape{d.rows, 2});
+  for (Index r = 0; r < d.rows; ++r) {
+    CHECK(s.labels[r * 2] == d.labels[r * 3 + 2]);
+    CHECK(s.labels[r * 2 + 1] == d.labels[r * 3]);
+    CHECK(s.oracle[r * 2] == d.oracle[r * 3 + 2]);
+    CHECK(s.label_mask[r * 2 + 1] == d.label_mask[r * 3]);
+  }
+  CHECK(s.sparse == d.sparse);
+  CHECK(s.sequences[0].times == d.sequences[0].times);
+  s.validate();
+  CHECK_THROWS_WITH(select_tasks(d, {"clicks"}), Catch::Contains("unknown task \"clicks\" (expected one of: click, interaction, long_dwell)"));
+  CHECK_THROWS_WITH(select_tasks(d, {"click", "click"}), Catch::Contains("\"click\" is listed twice"));
+  CHECK_THROWS_WITH(select_tasks(d, {}), Catch::Contains("at least one task"));
+}

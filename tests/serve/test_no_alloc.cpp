@@ -7,6 +7,7 @@
 #include <execinfo.h>
 #include <unistd.h>
 
+#include "model_types.hpp"
 #include "serve_fixtures.hpp"
 #include "testing.hpp"
 
@@ -87,4 +88,104 @@ TEST_CASE("serve: no heap allocation while scoring after warm-up", "[serve][allo
   g_counting = false;
   CHECK(std::isfinite(sum));
   CHECK(g_allocs.exchange(0) == 0);
+}
+
+namespace {
+
+/// Counts heap allocations of 40 scoring calls (requests of 64 and 9 candidates, one with
+/// per-candidate scenes, and a 64-row batch) after one warm-up call of each, for the example
+/// config of `type` (untrained weights: the computation is the same).
+void no_alloc_for(const std::string& type, const nlohmann::json& model_patch = nullptr) {
+#if defined(__SANITIZE_THREAD__)
+  WARN("skipped under ThreadSanitizer");
+  return;
+#endif
+  nlohmann::json cfg = mtrank::testing::shrunk_example_config(type, 1500);
+  if (!model_patch.is_null()) cfg["model"].merge_patch(model_patch);
+  const cli::TrainTestData data = mtrank::testing::load_config_data(cfg);
+  const data::Dataset& d = data.train;
+  serve::Predictor p(models::build_model(cfg));
+  const serve::RequestLayout& l = p.serving().layout;
+  auto with_history = [&](Index from) {
+    while (d.sequences[0].length(from) == 0) ++from;
+    return from;
+  };
+  auto range = [](Index a, Index n) {
+    std::vector<Index> v(static_cast<std::size_t>(n));
+    for (Index i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = a + i;
+    return v;
+  };
+  const Index first = with_history(600), second = with_history(900);
+  std::vector<std::int32_t> scenes(64);
+  for (std::size_t i = 0; i < scenes.size(); ++i) scenes[i] = static_cast<std::int32_t>(i % 2);
+  serve::Request big = mtrank::testing::rows_request(d, l, first, range(first, 64), 1, scenes);
+  serve::Request small = mtrank::testing::rows_request(d, l, second, range(second, 9), 0, {});
+  REQUIRE(big.sequence_times[0].size() == big.sequences[0].size());
+  data::Batch batch;
+  d.slice(1000, 1064, batch);
+  serve::Predictor::Session s;
+  p.score(big, s);
+  p.score(small, s);
+  p.score(batch, s);
+  g_allocs = 0;
+  double sum = 0;
+  g_counting = true;
+  for (int i = 0; i < 20; ++i) {
+    sum += p.score(i % 2 ? big : small, s).fused[0];
+    sum += p.score(batch, s).probs(3, 0);
+  }
+  g_counting = false;
+  CHECK(std::isfinite(sum));
+  CHECK(g_allocs.exchange(0) == 0);
+}
+
+}  // namespace
+
+#define NO_ALLOC_CASE(type) \
+  TEST_CASE("serve: no heap allocation while scoring after warm-up: " type, "[serve][alloc][model_types]") { no_alloc_for(type); }
+
+NO_ALLOC_CASE("dnn")
+NO_ALLOC_CASE("shared_bottom")
+NO_ALLOC_CASE("esmm")
+NO_ALLOC_CASE("mmoe")
+NO_ALLOC_CASE("ple")
+NO_ALLOC_CASE("cgc")
+NO_ALLOC_CASE("snr_trans")
+NO_ALLOC_CASE("snr_aver")
+NO_ALLOC_CASE("multi_domain")
+NO_ALLOC_CASE("mm")
+NO_ALLOC_CASE("din")
+NO_ALLOC_CASE("dmt")
+NO_ALLOC_CASE("dmt_gru")
+NO_ALLOC_CASE("sim")
+NO_ALLOC_CASE("co_action")
+
+// Variants of the sequence units that the example configs do not use.
+TEST_CASE("serve: no heap allocation while scoring after warm-up: sequence unit variants", "[serve][alloc][model_types]") {
+  for (const char* patch : {
+           R"({"sequences": [{"name": "long", "fields": ["click_seq", "click_cat_seq"], "search": "soft", "top_k": 4,
+                              "heads": 2, "time_mode": "concat", "time_dim": 4}]})",  // sim: soft search, concat times
+       }) {
+    INFO("sim " << patch);
+    no_alloc_for("sim", nlohmann::json::parse(patch));
+  }
+  for (const char* patch : {
+           R"({"sequences": [{"fields": ["click_seq", "click_cat_seq"], "hidden": [16], "activation": "dice",
+                              "softmax": true, "normalize_by_length": true}]})",
+           R"({"sequences": [{"fields": ["click_seq", "click_cat_seq"], "hidden": [16], "fused": false}]})",
+           R"({"backbone": "mmoe", "num_experts": 2, "expert": {"layers": [16]},
+               "sequences": [{"name": "items", "fields": ["click_seq"], "query": ["item_id"], "hidden": [8]},
+                             {"name": "cats", "fields": ["click_cat_seq"], "query": ["category"], "hidden": [8]}]})",
+       }) {
+    INFO("din " << patch);
+    no_alloc_for("din", nlohmann::json::parse(patch));
+  }
+  for (const char* patch : {
+           R"({"sequences": [{"name": "click", "fields": ["click_seq", "click_cat_seq"], "heads": 2, "ff": 32, "position": "learned"}],
+               "bias_net": null})",
+           R"({"sequences": [{"name": "click", "fields": ["click_seq", "click_cat_seq"], "heads": 1, "layers": 2, "position": "none"}]})",
+       }) {
+    INFO("dmt " << patch);
+    no_alloc_for("dmt", nlohmann::json::parse(patch));
+  }
 }

@@ -4,6 +4,7 @@
 #include "mtrank/data/readers.hpp"
 #include "mtrank/data/simulator.hpp"
 #include "mtrank/io/json_util.hpp"
+#include "mtrank/models/mm_fusion.hpp"
 
 namespace mtrank::cli {
 
@@ -78,10 +79,77 @@ TrainTestData train_and_test(const json& j, const std::filesystem::path& dir, Re
   return d;
 }
 
+TrainTestData load_source(const json& j, const data::FeatureSchema* config_schema, const std::filesystem::path& dir);
+
+/// "tasks": ["click", ...] keeps those tasks (in that order); "fused_task": {"name": "fused",
+/// "weights": {"click": 1, ...}} then appends a fused regression task (models::add_fused_task).
+data::Dataset apply_task_options(data::Dataset d, const json& tasks, const json& fused) {
+  if (!tasks.is_null()) {
+    if (!tasks.is_array() || tasks.empty()) fail(P, ".tasks: expected a non-empty array of task names");
+    std::vector<std::string> names;
+    for (auto& t : tasks) {
+      if (!t.is_string()) fail(P, ".tasks: expected task names (strings), got ", t.dump());
+      names.push_back(t.get<std::string>());
+    }
+    try {
+      d = data::select_tasks(d, names);
+    } catch (const Error& e) {
+      fail(P, ".tasks: ", e.what());
+    }
+  }
+  if (!fused.is_null()) {
+    const std::string fp = P + ".fused_task";
+    if (!fused.is_object()) fail(fp, ": expected {\"name\": \"fused\", \"weights\": {\"<task>\": w, ...}}");
+    io::reject_unknown_keys(fused, {"name", "weights"}, fp);
+    const std::string name = get_optional<std::string>(fused, "name", fp, "a task name", "fused");
+    auto w = fused.find("weights");
+    if (w == fused.end() || !w->is_object() || w->empty())
+      fail(fp, ".weights: expected a non-empty object {\"<task>\": weight, ...}");
+    std::vector<std::pair<std::string, double>> weights;
+    for (auto it = w->begin(); it != w->end(); ++it) {
+      if (!it->is_number()) fail(fp, ".weights.", it.key(), ": expected a number, got ", it->dump());
+      weights.emplace_back(it.key(), it->get<double>());
+    }
+    try {
+      d = models::add_fused_task(d, name, weights);
+    } catch (const Error& e) {
+      fail(fp, ": ", e.what());
+    }
+  }
+  return d;
+}
+
 }  // namespace
 
 TrainTestData load_data(const json& j, const data::FeatureSchema* config_schema, const std::filesystem::path& dir) {
   if (!j.is_object()) fail(P, ": missing or not an object (expected {\"source\": \"simulator\" | \"csv\" | ...})");
+  if (!j.contains("tasks") && !j.contains("fused_task")) return load_source(j, config_schema, dir);
+  // Task options apply to every source, after reading: the reader sees the section without them.
+  json source = j;
+  source.erase("tasks");
+  source.erase("fused_task");
+  // A model's schema (eval/predict of a checkpoint) already holds the fused task: the reader must
+  // not look for its column.
+  data::FeatureSchema stripped;
+  if (config_schema && j.contains("fused_task") && j["fused_task"].is_object()) {
+    const std::string name = j["fused_task"].value("name", "fused");
+    stripped = *config_schema;
+    std::erase_if(stripped.tasks, [&](const data::TaskSpec& t) { return t.name == name; });
+    config_schema = &stripped;
+  }
+  TrainTestData d = load_source(source, config_schema, dir);
+  const json none;
+  const json& tasks = j.contains("tasks") ? j["tasks"] : none;
+  const json& fused = j.contains("fused_task") ? j["fused_task"] : none;
+  d.train = apply_task_options(std::move(d.train), tasks, fused);
+  d.test = apply_task_options(std::move(d.test), tasks, fused);
+  if (d.valid.rows > 0) d.valid = apply_task_options(std::move(d.valid), tasks, fused);
+  return d;
+}
+
+namespace {
+
+TrainTestData load_source(const json& j, const data::FeatureSchema* config_schema, const std::filesystem::path& dir) {
   const std::string source = get_required<std::string>(j, "source", P, "a data source name");
   if (source == "simulator") {
     io::reject_unknown_keys(j, {"source", "impressions", "users", "items", "categories", "authors", "embedding_dim",
@@ -183,5 +251,7 @@ TrainTestData load_data(const json& j, const data::FeatureSchema* config_schema,
        "\" (expected one of: simulator, csv, uci_adult, census_income_raw, census_income_rechub, ali_ccp, criteo, "
        "movielens_100k, sasrec)");
 }
+
+}  // namespace
 
 }  // namespace mtrank::cli

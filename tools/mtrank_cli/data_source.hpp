@@ -22,6 +22,12 @@
 //                             (the last fraction of the training rows, i.e. train | valid | test
 //                             in time for time-ordered data)
 // Without either the valid split is empty (sasrec: the reader's).
+// Every source also takes two task options, applied to every split after reading, in this order:
+//   "tasks": ["click"]       keep only these tasks, in this order (data::select_tasks): a
+//                            single-task model (dnn) or ESMM's (ctr, ctcvr) pair from the simulator
+//   "fused_task": {"name": "fused", "weights": {"click": 1, "interaction": 2}}
+//                            append a regression task whose label is the weighted mean of those
+//                            labels (models::add_fused_task): the MM model's fused target
 // Relative paths are resolved against the data directory (--data-dir, else $MTRANK_DATA_DIR,
 // else the current directory).
 #pragma once

@@ -94,6 +94,7 @@ class DinAttention {
   bool use_kernel(const Context& ctx) const;
   DinAttentionOptions opt_;
   std::string name_;
+  std::string keys_what_;  // "DinAttention '<name>' keys" for error messages, built once (forward allocates nothing)
   nn::Linear<T> lin0_;
   std::vector<nn::Linear<T>> lins_;
   std::vector<nn::Activation<T>> acts_;

@@ -43,6 +43,14 @@ struct Selection {
   Index k = 0;
   std::vector<std::int64_t> index;
   std::vector<std::int64_t> count;  // usable directly as the ESU's lengths
+  /// The searches' scratch (windows, soft-search scores and order), kept with the selection so
+  /// that a search reusing one Selection allocates nothing once it has seen its largest input.
+  struct Scratch {
+    nn::SeqWindows windows;
+    std::vector<Index> order;
+    TensorT<float> scores;
+    TensorT<double> scores_d;
+  } scratch;
 };
 
 struct GeneralSearchUnitOptions {

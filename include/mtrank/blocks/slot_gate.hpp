@@ -227,7 +227,8 @@ class PpNet {
     if (opt_.context_in > 0) copy(context, gin.col_block(opt_.prior_in, opt_.context_in));
     const std::size_t L = opt_.layer_widths.size();
     ws.gates.resize(gates_.size());
-    ws.deltas.assign(static_cast<std::size_t>(opt_.num_tasks), std::vector<MatrixView<const T>>(L));
+    ws.deltas.resize(static_cast<std::size_t>(opt_.num_tasks));  // resize, not assign(n, vector(L)): no
+    for (auto& d : ws.deltas) d.resize(L);                          // temporary vector per call
     for (std::size_t i = 0; i < gates_.size(); ++i) ws.deltas[i / L][i % L] = gates_[i].forward(gin, ws.gates[i], ctx);
     return ws.deltas;
   }

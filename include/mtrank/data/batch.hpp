@@ -1,6 +1,7 @@
 // A mini-batch and an in-memory dataset laid out by column.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "mtrank/core/tensor.hpp"
@@ -65,5 +66,10 @@ struct Dataset {
   /// The rows `idx` (in that order, repeats allowed) as a new dataset.
   Dataset take(const std::vector<Index>& idx) const;
 };
+
+/// The dataset with only the tasks named in `tasks`, in that order: labels, label_mask and oracle
+/// keep those columns, the schema those task specs (e.g. the simulator's click task alone for a
+/// single-task model). Throws mtrank::Error naming an unknown or repeated task, or an empty list.
+Dataset select_tasks(const Dataset& d, const std::vector<std::string>& tasks);
 
 }  // namespace mtrank::data

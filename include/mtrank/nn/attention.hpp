@@ -66,6 +66,8 @@ class MultiHeadAttention {
  private:
   MultiHeadAttentionOptions opt_;
   std::string name_;
+  // "<name> query" / " memory" / " backward dy" for error messages, built once (forward allocates nothing).
+  std::string query_what_, memory_what_, dy_what_;
   Parameter<T>* in_w_ = nullptr;
   Parameter<T>* in_b_ = nullptr;
   Parameter<T>* out_w_ = nullptr;

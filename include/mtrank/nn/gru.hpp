@@ -58,6 +58,7 @@ class Gru {
  private:
   GruOptions opt_;
   std::string name_;
+  std::string x_what_;  // "<name> x" for error messages, built once (forward allocates nothing)
   Parameter<T>* w_ih_ = nullptr;
   Parameter<T>* w_hh_ = nullptr;
   Parameter<T>* b_ih_ = nullptr;

@@ -107,6 +107,7 @@ class TransformerEncoder {
  private:
   TransformerEncoderOptions opt_;
   std::string name_;
+  std::string x_what_;  // "<name> x" for error messages, built once (forward allocates nothing)
   Parameter<T>* table_ = nullptr;
   std::vector<TransformerEncoderLayer<T>> layers_;
 };
