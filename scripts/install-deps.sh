@@ -6,6 +6,7 @@ packages=(
   libeigen3-dev libxtensor-dev libxsimd-dev nlohmann-json3-dev
   libdnnl-dev ocl-icd-opencl-dev  # dnnl-config.cmake finds OpenCL (a Recommends that --no-install-recommends drops)
   catch2 libbenchmark-dev
+  python3  # the CLI smoke tests check JSON output with short python3 scripts
   clang libclang-rt-14-dev
   libcpp-httplib-dev libcli11-dev
 )

@@ -429,7 +429,7 @@ bool Trainer::restore_best_weights() {
               "' changed size during training");
       std::copy(best_values_[i].begin(), best_values_[i].end(), params[i].value);
     }
-    kernels::invalidate_packed_weights();  // packed serving copies of the old weights are stale now
+    model_.arena().mark_weights_changed();  // packed serving copies of the old weights are stale now
   } else if (!opt_.checkpoint_path.empty() && std::filesystem::exists(opt_.checkpoint_path)) {
     // The best epoch is on disk (written when it appeared); check that the file is that epoch.
     const io::CheckpointData meta = io::read_checkpoint_metadata(opt_.checkpoint_path);

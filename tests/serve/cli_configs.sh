@@ -18,7 +18,7 @@ for config in "$configs"/*_simulator.json; do
   python3 - "$dir" "$name" "$start" "$end" <<'PY'
 import csv, json, sys
 d, name, start, end = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-ev = [json.loads(l) for l in open(f"{d}/{name}.eval.jsonl")]
+ev = [r for r in (json.loads(l) for l in open(f"{d}/{name}.eval.jsonl")) if r.get("scene") is None]
 tasks = [r["task"] for r in ev]
 header = next(csv.reader(open(f"{d}/{name}.csv")))
 assert header == ["row"] + tasks + ["fused"], (name, header, tasks)
