@@ -8,6 +8,7 @@ packages=(
   catch2 libbenchmark-dev
   clang libclang-rt-14-dev
   libcpp-httplib-dev libcli11-dev
+  libspdlog-dev  # the ranking server's logs (tools/ranking_server only; pulls libfmt-dev)
 )
 if [[ "${MTRANK_WITH_TORCH:-0}" == 1 ]]; then
   packages+=(python3-torch python3-numpy libopenblas0-openmp)
