@@ -130,8 +130,6 @@ struct ModelVersion {
 
 }  // namespace
 
-void check_log_level(const std::string& level) { (void)log_level(level); }
-
 struct RankingServer::Impl {
   ServerOptions o;
   std::shared_ptr<spdlog::logger> log, access;
@@ -308,6 +306,13 @@ void RankingServer::Impl::install_routes() {
   svr.new_task_queue = [n = o.threads] { return new httplib::ThreadPool(static_cast<std::size_t>(n)); };
   svr.set_payload_max_length(o.max_body);
   svr.set_tcp_nodelay(true);  // small responses: no Nagle/delayed-ACK stalls (~40 ms each)
+  // cpp-httplib 0.11 sets SO_REUSEPORT on the listening socket, so a second server on a port in
+  // use would bind too and the kernel would split connections between the two (say, an old and a
+  // new model version). SO_REUSEADDR only: a restart can rebind past TIME_WAIT, a busy port is an error.
+  svr.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
 
   svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     tl_request.reset();

@@ -54,9 +54,6 @@ struct ServerOptions {
   std::string access_log = "on";
 };
 
-/// off | error | warn | info | debug; throws mtrank::Error naming the accepted values otherwise.
-void check_log_level(const std::string& level);
-
 class RankingServer {
  public:
   /// Checks the options, opens the logs and loads the model; throws mtrank::Error naming the

@@ -435,6 +435,39 @@ TEST_CASE("server: /reload swaps versions, an unservable model is refused and th
   CHECK(srv.version() == 6);
 }
 
+TEST_CASE("server: bad options, an unwritable access log and a busy port are refused with the reason", "[server]") {
+  const auto dir = mtrank::testing::temp_dir("server_options");
+  write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
+  const auto base = options(dir / "model.safetensors");
+  auto refused = [&](auto edit) {
+    auto o = base;
+    edit(o);
+    try {
+      server::RankingServer s(o);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK_THAT(refused([](auto& o) { o.log_level = "loud"; }), Contains("expected off, error, warn, info or debug, got \"loud\""));
+  CHECK_THAT(refused([](auto& o) { o.threads = 0; }), Contains("threads: expected at least 1"));
+  CHECK_THAT(refused([](auto& o) { o.port = 70000; }), Contains("port: expected 0..65535"));
+  CHECK_THAT(refused([](auto& o) { o.config = "x.json"; }), Contains("give a checkpoint, or a config and a weights file"));
+  CHECK_THAT(refused([&](auto& o) { o.access_log = dir.string(); }), Contains("access log: cannot open"));  // a directory
+  CHECK_THAT(refused([&](auto& o) { o.checkpoint = (dir / "missing.safetensors").string(); }), Contains("missing.safetensors"));
+
+  server::RankingServer a(base);
+  const int port = a.start();
+  auto o = base;
+  o.port = port;
+  server::RankingServer b(o);  // not SO_REUSEPORT: the second server does not share the port
+  CHECK_THROWS_WITH(b.start(), Contains("cannot bind 127.0.0.1:" + std::to_string(port)));
+  CHECK(a.running());
+  a.stop();
+  CHECK_FALSE(a.running());
+  a.stop();  // idempotent
+}
+
 namespace {
 
 /// One raw HTTP exchange on a fresh connection (for requests httplib's client would not send).
