@@ -466,6 +466,14 @@ TEST_CASE("server: bad options, an unwritable access log and a busy port are ref
   a.stop();
   CHECK_FALSE(a.running());
   a.stop();  // idempotent
+
+  // The weight format goes to the predictor with the model (PredictorOptions::weights).
+  o = base;
+  o.weight_format = ServingWeights::int8;
+  server::RankingServer c(o);
+  auto meta = client(c.start()).Get("/metadata");
+  REQUIRE(meta);
+  CHECK(json::parse(meta->body)["weights"] == "int8");
 }
 
 namespace {
