@@ -72,8 +72,8 @@ json unservable_config() {
   return c;
 }
 
-/// The request for the user of row `row` with n candidates: request scene 1, candidate 1 in scene
-/// 0, times on click_seq (not on click_cat_seq), request_id 17, candidate ids "c0", 1001, "c2", ...
+/// The request for the user of row `row` with n candidates: request scene 1, candidate 1 (if any)
+/// in scene 0, times on click_seq (not on click_cat_seq), request_id 17, candidate ids "c0", 1001, "c2", ...
 /// Returns the C++ request and its JSON.
 std::pair<serve::Request, json> make_request(const serve::Predictor& p, Index row, Index n) {
   const auto& schema = p.schema();
@@ -81,7 +81,7 @@ std::pair<serve::Request, json> make_request(const serve::Predictor& p, Index ro
   serve::Request r = mtrank::testing::feed_request(p, row, n);
   r.scene = 1;
   r.cand_scene.assign(static_cast<std::size_t>(n), 1);
-  r.cand_scene[1] = 0;
+  if (n > 1) r.cand_scene[1] = 0;
   r.sequence_times.assign(r.sequences.size(), {});
   for (std::size_t k = 0; k < r.sequences[0].size(); ++k)
     r.sequence_times[0].push_back(0.25f * static_cast<float>(r.sequences[0].size() - k));  // oldest first: largest gap
