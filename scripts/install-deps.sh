@@ -9,6 +9,7 @@ packages=(
   python3  # the CLI smoke tests check JSON output with short python3 scripts
   clang libclang-rt-14-dev
   libcpp-httplib-dev libcli11-dev
+  libspdlog-dev  # the ranking server's logs (tools/ranking_server only; pulls libfmt-dev)
 )
 if [[ "${MTRANK_WITH_TORCH:-0}" == 1 ]]; then
   packages+=(python3-torch python3-numpy libopenblas0-openmp)

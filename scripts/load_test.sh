@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load test of the example ranking server (docs/serving.md): trains a small simulator model with
+# Load test of the ranking server (tools/ranking_server, docs/serving.md): trains a small simulator model with
 # the mtrank CLI (unless MODEL is given), starts ranking_server on 127.0.0.1 only, drives POST /score
 # with wrk at several concurrencies for a bounded time each, prints throughput and latency
 # percentiles, and stops the server.
@@ -7,6 +7,7 @@
 #   scripts/load_test.sh [build dir]            (default build/load; configured and built if needed)
 #   env: DURATION=10s  CONCURRENCY="1 4 16 64"  CANDIDATES=100  SERVER_THREADS=2  WRK_THREADS=2
 #        MODEL=path/to/checkpoint.safetensors (a model trained on the simulator schema)  PORT=18080
+#        ACCESS_LOG=off (the server's --access-log: off, on, or a file; "on" writes one line per request)
 # wrk (Debian package `wrk`) is installed on demand.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +18,7 @@ CANDIDATES=${CANDIDATES:-100}
 SERVER_THREADS=${SERVER_THREADS:-2}
 WRK_THREADS=${WRK_THREADS:-2}
 PORT=${PORT:-18080}
+ACCESS_LOG=${ACCESS_LOG:-off}
 
 if ! command -v wrk >/dev/null; then
   echo "load_test: installing wrk" >&2
@@ -24,7 +26,7 @@ if ! command -v wrk >/dev/null; then
   $SUDO apt-get install -y -qq wrk >/dev/null || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null; }
 fi
 
-if [[ ! -x "$build/examples/server/ranking_server" || ! -x "$build/tools/mtrank_cli/mtrank" ]]; then
+if [[ ! -x "$build/tools/ranking_server/ranking_server" || ! -x "$build/tools/mtrank_cli/mtrank" ]]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMTRANK_BUILD_TESTS=OFF -DMTRANK_BUILD_BENCH=OFF >/dev/null
   ninja -C "$build" ranking_server mtrank_cli
 fi
@@ -63,13 +65,14 @@ done = function(summary, latency, requests)
 end
 EOF2
 
-"$build/examples/server/ranking_server" --checkpoint "$model" --host 127.0.0.1 --port "$PORT" --threads "$SERVER_THREADS" 2>"$work/server.log" &
+"$build/tools/ranking_server/ranking_server" --checkpoint "$model" --host 127.0.0.1 --port "$PORT" --threads "$SERVER_THREADS" \
+  --access-log "$ACCESS_LOG" >/dev/null 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$PORT/health" >/dev/null || { cat "$work/server.log" >&2; echo "load_test: server did not start" >&2; exit 1; }
 curl -sf -XPOST -H "Content-Type: application/json" "http://127.0.0.1:$PORT/score" --data-binary @"$work/request.json" >/dev/null || { echo "load_test: request rejected" >&2; exit 1; }
 
-echo "# ranking_server: $SERVER_THREADS threads, $CANDIDATES candidates/request, wrk -t$WRK_THREADS -d$DURATION, $(nproc) CPUs"
+echo "# ranking_server: $SERVER_THREADS threads, $CANDIDATES candidates/request, access log $ACCESS_LOG, wrk -t$WRK_THREADS -d$DURATION, $(nproc) CPUs"
 echo "| connections | requests/s | candidates/s | p50 ms | p99 ms | errors |"
 echo "| --- | --- | --- | --- | --- | --- |"
 for c in $CONCURRENCY; do

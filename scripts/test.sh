@@ -38,17 +38,20 @@ cmake --build build/consumer -j "$jobs"
 ./build/consumer/consumer
 
 step "ASan + UBSan build and tests"
-# -O1 without debug info keeps the sanitizer build fast; reports still name functions.
+# -O1 without debug info keeps the sanitizer build fast; reports still name functions. The
+# ranking server and its tests are included (three more translation units).
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1" -DMTRANK_SANITIZE=ON \
-      -DMTRANK_BUILD_BENCH=OFF -DMTRANK_BUILD_EXAMPLES=OFF -DMTRANK_BUILD_TOOLS=OFF -DMTRANK_BUILD_SERVER=OFF >/dev/null
+      -DMTRANK_BUILD_BENCH=OFF -DMTRANK_BUILD_EXAMPLES=OFF -DMTRANK_BUILD_TOOLS=OFF -DMTRANK_BUILD_SERVER=ON >/dev/null
 cmake --build build/asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/asan --output-on-failure -j "$jobs"
 
-step "ThreadSanitizer build: predictor, sessions and hot swap"
+step "ThreadSanitizer build: predictor, sessions, hot swap and the ranking server"
+# The server is built (test_ranking_server builds ranking_server too); the "serve" label holds
+# test_serve and test_ranking_server (the CLI smoke test needs the mtrank tool, which is off here).
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1" -DMTRANK_TSAN=ON \
-      -DMTRANK_BUILD_BENCH=OFF -DMTRANK_BUILD_EXAMPLES=OFF -DMTRANK_BUILD_TOOLS=OFF -DMTRANK_BUILD_SERVER=OFF >/dev/null
-cmake --build build/tsan -j "$jobs" --target test_serve
+      -DMTRANK_BUILD_BENCH=OFF -DMTRANK_BUILD_EXAMPLES=OFF -DMTRANK_BUILD_TOOLS=OFF -DMTRANK_BUILD_SERVER=ON >/dev/null
+cmake --build build/tsan -j "$jobs" --target test_serve test_ranking_server
 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build/tsan --output-on-failure -L serve
 
 step "libFuzzer: safetensors, model config, CSV and request parsers (20 s each, fixed seed)"
