@@ -8,6 +8,8 @@
 //       their behaviour times, the rows' scenes as request scene or per-candidate scenes;
 //   (d) the JSON request path: parse_request of a body built by field name, then score, and the
 //       response written by write_response;
+//   (e) when the ranking server is built: POST /score of the same body to a RankingServer serving
+//       the checkpoint, whose response bytes equal write_response's;
 // and, when the test binary knows the `mtrank` tool (MTRANK_CLI), `mtrank predict` (.npy: exact
 // floats) and `mtrank eval` on the checkpoint.
 //
@@ -20,6 +22,11 @@
 // (b) and must match bit for bit. A request's candidate row vs the same dataset row inside a
 // larger batch: within 1e-6, not bitwise (a different GEMM M, and for the sequence models a different
 // padded sequence length: the batch pads to its longest history; exactness is reported, not required).
+#ifdef MTRANK_TEST_RANKING_SERVER
+#include <httplib.h>
+
+#include "server.hpp"
+#endif
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -166,6 +173,11 @@ void model_type_end_to_end(const std::string& type) {
   trainer.save_checkpoint(ckpt);
 
   auto p = serve::Predictor::from_checkpoint(ckpt);
+#ifdef MTRANK_TEST_RANKING_SERVER
+  server::RankingServer srv({.checkpoint = ckpt.string(), .port = 0, .threads = 2, .log_level = "warn", .access_log = "off"});
+  srv.start();
+  server::RankingServer* server = &srv;
+#endif
   REQUIRE(p->serving().layout_error.empty());  // the simulator schema declares every field's side
   const serve::RequestLayout& layout = p->serving().layout;
   const Index K = p->num_tasks();
@@ -268,6 +280,15 @@ void model_type_end_to_end(const std::string& type) {
           CHECK(resp["scores"][i][p->schema().tasks[k].name].get<float>() == ub_probs[static_cast<Index>(i) * K + k]);
         CHECK(resp["scores"][i]["fused"].get<float>() == ub_fused[static_cast<Index>(i)]);
       }
+#ifdef MTRANK_TEST_RANKING_SERVER
+      // (e) POST /score to the ranking server serving the checkpoint: the same response bytes.
+      httplib::Client http("127.0.0.1", server->port());
+      const auto posted = http.Post("/score", body, "application/json");
+      REQUIRE(posted);
+      INFO(posted->body);
+      REQUIRE(posted->status == 200);
+      CHECK(posted->body == out);
+#endif
       ++requests;
     }
   }
