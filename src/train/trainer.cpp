@@ -21,6 +21,20 @@ namespace mtrank::train {
 namespace {
 constexpr std::uint64_t kStepSalt = 0xd1b54a32d192ed03ULL;
 
+// "  click auc 0.7012 gauc 0.6543 logloss 0.4321  dwell mse 0.1234": one progress line's metrics.
+std::string metrics_summary(const std::vector<TaskMetrics>& tasks) {
+  std::string summary;
+  for (const auto& m : tasks) {
+    char buf[160];
+    if (m.kind == TaskKind::binary)
+      std::snprintf(buf, sizeof buf, "  %s auc %.4f gauc %.4f logloss %.4f", m.name.c_str(), m.auc, m.gauc, m.log_loss);
+    else
+      std::snprintf(buf, sizeof buf, "  %s mse %.4f", m.name.c_str(), m.mse);
+    summary += buf;
+  }
+  return summary;
+}
+
 std::vector<Index> epoch_permutation(Index rows, std::uint64_t seed, Index epoch) {
   std::vector<Index> perm(static_cast<std::size_t>(rows));
   std::iota(perm.begin(), perm.end(), Index{0});
@@ -517,15 +531,7 @@ std::vector<EpochRecord> Trainer::fit(const data::Dataset& train, const data::Da
     }
     rec.best_epoch = best_epoch_;
     if (opt_.progress != 2) {
-      std::string summary;
-      for (auto& m : rec.valid) {
-        char buf[160];
-        if (m.kind == TaskKind::binary)
-          std::snprintf(buf, sizeof buf, "  %s auc %.4f gauc %.4f logloss %.4f", m.name.c_str(), m.auc, m.gauc, m.log_loss);
-        else
-          std::snprintf(buf, sizeof buf, "  %s mse %.4f", m.name.c_str(), m.mse);
-        summary += buf;
-      }
+      const std::string summary = metrics_summary(rec.valid);
       if (!summary.empty())
         std::fprintf(stderr, "epoch %lld valid:%s%s\n", (long long)rec.epoch, summary.c_str(),
                      rec.improved ? "  (best)" : "");
@@ -570,15 +576,7 @@ TestRecord Trainer::test(const data::Dataset& test) {
   r.test = evaluate_detailed(test);
   r.score = monitored(r.test);
   if (opt_.progress != 2) {
-    std::string summary;
-    for (auto& m : r.test.tasks) {
-      char buf[160];
-      if (m.kind == TaskKind::binary)
-        std::snprintf(buf, sizeof buf, "  %s auc %.4f gauc %.4f logloss %.4f", m.name.c_str(), m.auc, m.gauc, m.log_loss);
-      else
-        std::snprintf(buf, sizeof buf, "  %s mse %.4f", m.name.c_str(), m.mse);
-      summary += buf;
-    }
+    const std::string summary = metrics_summary(r.test.tasks);
     std::fprintf(stderr, "test (epoch %lld%s):%s\n", (long long)r.epoch, r.selected ? ", best on valid" : "",
                  summary.c_str());
   }

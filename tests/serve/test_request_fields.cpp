@@ -6,6 +6,7 @@
 
 #include "mtrank/data/csv.hpp"
 #include "mtrank/serve/request.hpp"
+#include "model_types.hpp"
 #include "serve_fixtures.hpp"
 #include "testing.hpp"
 
@@ -28,54 +29,24 @@ Tensor copy_of(ConstMat m) {
   return t;
 }
 
-/// Rows [first, first + n) of the feed as one batch whose user-side values are those of row
-/// `first` (what a request for that user with those candidates stands for), with `scene` on
-/// every row unless scenes is given.
+/// Rows [first, first + n) of the feed with the user side of row `first` (model_types.hpp),
+/// with or without the behaviour times.
 data::Batch user_batch(const data::Dataset& d, const serve::Predictor& p, Index first, Index n,
                        std::vector<std::int32_t> scenes, bool times) {
-  data::Batch b;
-  d.slice(first, first + n, b);
-  const auto& l = p.serving().layout;
-  const Index ns = static_cast<Index>(d.schema.sparse.size()), nd = static_cast<Index>(d.schema.dense.size());
-  for (Index i = 0; i < n; ++i) {
-    for (Index f : l.user_sparse) b.sparse[i * ns + f] = d.sparse[first * ns + f];
-    for (Index f : l.user_dense) b.dense[i * nd + f] = d.dense[first * nd + f];
-  }
-  for (std::size_t q = 0; q < d.sequences.size(); ++q) {
-    const auto& src = d.sequences[q];
-    auto& col = b.sequences[q];
-    const auto s0 = src.offsets[first], s1 = src.offsets[first + 1];
-    col.ids.clear();
-    col.times.clear();
-    col.offsets.assign(1, 0);
-    for (Index i = 0; i < n; ++i) {
-      col.ids.insert(col.ids.end(), src.ids.begin() + s0, src.ids.begin() + s1);
-      if (times && !src.times.empty()) col.times.insert(col.times.end(), src.times.begin() + s0, src.times.begin() + s1);
-      col.offsets.push_back(static_cast<std::int64_t>(col.ids.size()));
-    }
-  }
-  b.scene = std::move(scenes);
+  std::vector<Index> rows(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) rows[static_cast<std::size_t>(i)] = first + i;
+  data::Batch b = mtrank::testing::user_side_batch(d, p.serving().layout, first, rows, scenes);
+  if (!times)
+    for (auto& col : b.sequences) col.times.clear();
   return b;
 }
 
 serve::Request user_request(const data::Dataset& d, const serve::Predictor& p, Index first, Index n, bool times) {
-  const auto& l = p.serving().layout;
-  const Index ns = static_cast<Index>(d.schema.sparse.size()), nd = static_cast<Index>(d.schema.dense.size());
-  serve::Request r;
-  for (Index f : l.user_sparse) r.user_sparse.push_back(d.sparse[first * ns + f]);
-  for (Index f : l.user_dense) r.user_dense.push_back(d.dense[first * nd + f]);
-  r.num_candidates = n;
-  for (Index i = first; i < first + n; ++i) {
-    for (Index f : l.cand_sparse) r.cand_sparse.push_back(d.sparse[i * ns + f]);
-    for (Index f : l.cand_dense) r.cand_dense.push_back(d.dense[i * nd + f]);
-  }
-  for (const auto& col : d.sequences) {
-    r.sequences.emplace_back(col.ids.begin() + col.offsets[first], col.ids.begin() + col.offsets[first + 1]);
-    if (times && !col.times.empty())
-      r.sequence_times.emplace_back(col.times.begin() + col.offsets[first], col.times.begin() + col.offsets[first + 1]);
-    else
-      r.sequence_times.emplace_back();
-  }
+  std::vector<Index> rows(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) rows[static_cast<std::size_t>(i)] = first + i;
+  serve::Request r = mtrank::testing::rows_request(d, p.serving().layout, first, rows, 0, {});
+  if (!times)
+    for (auto& t : r.sequence_times) t.clear();
   return r;
 }
 
