@@ -124,7 +124,7 @@ Index find_anchor(const data::Dataset& d, std::int32_t scene, Index limit) {
   return -1;
 }
 
-int run(const std::string& cmd) {
+[[maybe_unused]] int run(const std::string& cmd) {  // unused without MTRANK_CLI
   const int rc = std::system(cmd.c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
