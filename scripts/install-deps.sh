@@ -7,7 +7,7 @@ packages=(
   libdnnl-dev ocl-icd-opencl-dev  # dnnl-config.cmake finds OpenCL (a Recommends that --no-install-recommends drops)
   catch2 libbenchmark-dev
   python3  # the CLI smoke tests check JSON output with short python3 scripts
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev libomp-14-dev  # the fuzz build: clang with its own OpenMP runtime
   libcpp-httplib-dev libcli11-dev
   libspdlog-dev  # the ranking server's logs (tools/ranking_server only; pulls libfmt-dev)
 )
