@@ -131,7 +131,7 @@ Index find_anchor(const data::Dataset& d, std::int32_t scene, Index limit) {
 
 /// `mtrank eval`'s JSON lines vs metrics computed here: the keys it prints (auc, gauc, log_loss for
 /// binary tasks, mse for regression; null = not finite) within `tol`.
-void check_eval_output(const std::vector<json>& lines, const std::vector<train::TaskMetrics>& want, double tol) {
+[[maybe_unused]] void check_eval_output(const std::vector<json>& lines, const std::vector<train::TaskMetrics>& want, double tol) {
   REQUIRE(lines.size() == want.size());
   for (std::size_t k = 0; k < want.size(); ++k) {
     const json& j = lines[k];
