@@ -394,17 +394,15 @@ void Predictor::expand(const Request& r, data::Batch& b) const {
   for (std::size_t q = 0; q < schema.sequences.size(); ++q) {
     auto& col = b.sequences[q];
     const auto& ids = r.sequences[q];
-    const std::size_t first = 0;
     const bool timed = !r.sequence_times.empty() && !r.sequence_times[q].empty();
     col.ids.clear();
     col.times.clear();
     col.offsets.resize(static_cast<std::size_t>(N + 1));
     col.offsets[0] = 0;
     for (Index i = 0; i < N; ++i) {
-      col.ids.insert(col.ids.end(), ids.begin() + static_cast<std::ptrdiff_t>(first), ids.end());
+      col.ids.insert(col.ids.end(), ids.begin(), ids.end());
       if (timed)
-        col.times.insert(col.times.end(), r.sequence_times[q].begin() + static_cast<std::ptrdiff_t>(first),
-                         r.sequence_times[q].end());
+        col.times.insert(col.times.end(), r.sequence_times[q].begin(), r.sequence_times[q].end());
       col.offsets[static_cast<std::size_t>(i + 1)] = static_cast<std::int64_t>(col.ids.size());
     }
   }

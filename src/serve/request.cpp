@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "mtrank/data/csv.hpp"
+#include "mtrank/data/schema.hpp"
 #include "mtrank/io/json_util.hpp"
 
 namespace mtrank::serve {

@@ -6,10 +6,11 @@
 //   serve::Scores r = p->score(request, s);   // r.probs [N, K], r.fused [N]
 //
 // Request scoring (one user, N candidates). The schema's sparse and dense fields are split into
-// user-side fields (given once per request) and candidate fields (given per candidate) by the
-// "serving" section of the model config (or PredictorOptions::serving):
-//   {"candidate_fields": ["item_id", "category", ...], "fusion": {...}, "max_candidates": 1000}
-// Sequence fields are always user-side. For a model with a feature embedder (every model
+// user-side fields (given once per request: sides "user" and "context") and candidate fields
+// (given per candidate: side "item") by the schema's field sides, or by the "serving" section's
+// candidate_fields, which must agree with every declared side (parse_serving below):
+//   {"fusion": {...}, "max_candidates": 1000, "weights": "int8"}
+// Sequence fields are always user-side; the request's scene and behaviour times reach the model. For a model with a feature embedder (every model
 // build_model makes), the user-side embedding lookups, sequence pooling and dense values are
 // computed ONCE per request into one row and broadcast to the N candidate rows; only the
 // candidate fields are looked up per candidate, then the dense network runs on the N rows. The
