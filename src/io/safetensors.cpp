@@ -10,6 +10,7 @@
 #include <bit>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -18,6 +19,7 @@
 
 #include "mtrank/core/error.hpp"
 #include "mtrank/io/atomic_file.hpp"
+#include "mtrank/io/crc32c.hpp"
 
 static_assert(std::endian::native == std::endian::little,
               "mtrank's safetensors reader copies little-endian bytes directly into native floats");
@@ -125,6 +127,7 @@ SafetensorsFile::SafetensorsFile(SafetensorsFile&& o) noexcept
       entries_(std::move(o.entries_)),
       index_(std::move(o.index_)),
       metadata_(std::move(o.metadata_)),
+      checksummed_(o.checksummed_),
       bytes_(std::move(o.bytes_)),
       data_start_(o.data_start_),
       fd_(o.fd_) {
@@ -138,6 +141,7 @@ SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& o) noexcept {
     entries_ = std::move(o.entries_);
     index_ = std::move(o.index_);
     metadata_ = std::move(o.metadata_);
+    checksummed_ = o.checksummed_;
     bytes_ = std::move(o.bytes_);
     data_start_ = o.data_start_;
     fd_ = o.fd_;
@@ -276,6 +280,28 @@ void SafetensorsFile::parse_header(std::string_view header, std::uint64_t data_s
   }
   if (pos != data_size)
     fail(what_, ": the byte buffer has ", data_size, " bytes but the tensors cover only ", pos);
+
+  // Per-tensor checksums, in the same (data-offset) order as entries_.
+  if (auto it = metadata_.find(kChecksumMetadataKey); it != metadata_.end()) {
+    const std::string& v = it->second;
+    const std::string expect = std::string(": __metadata__.") + kChecksumMetadataKey + ": expected " +
+                               std::to_string(entries_.size()) + " comma-separated 8-digit hex CRC32C values (one per tensor)";
+    if (v.size() != (entries_.empty() ? 0 : 9 * entries_.size() - 1)) fail(what_, expect);
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      std::uint32_t c = 0;
+      for (std::size_t k = 0; k < 8; ++k) {
+        const char ch = v[9 * i + k];
+        const int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (d < 0) fail(what_, expect, ", got '", ch, "' at character ", 9 * i + k);
+        c = (c << 4) | static_cast<std::uint32_t>(d);
+      }
+      if (i + 1 < entries_.size() && v[9 * i + 8] != ',') fail(what_, expect, ", got '", v[9 * i + 8], "' at character ", 9 * i + 8);
+      entries_[i].has_crc32c = true;
+      entries_[i].crc32c = c;
+    }
+    metadata_.erase(it);
+    checksummed_ = true;
+  }
   index_.clear();
   for (std::size_t i = 0; i < entries_.size(); ++i) index_.emplace(entries_[i].name, i);
 }
@@ -311,6 +337,30 @@ void SafetensorsFile::read_range(std::uint64_t begin, std::uint64_t size, void* 
   }
 }
 
+void SafetensorsFile::check_crc(const SafetensorsEntry& e, std::uint32_t crc) const {
+  if (e.has_crc32c && crc != e.crc32c) {
+    char got[9], want[9];
+    std::snprintf(got, sizeof got, "%08x", crc);
+    std::snprintf(want, sizeof want, "%08x", e.crc32c);
+    fail(what_, ": tensor '", e.name, "': checksum mismatch (CRC32C of the bytes read is ", got, ", the header says ", want,
+         "): the file is corrupt, or it was rewritten in place while being read");
+  }
+}
+
+void SafetensorsFile::verify_checksums() const {
+  if (!checksummed_) return;
+  std::vector<char> buf(std::size_t(1) << 20);
+  for (const auto& e : entries_) {
+    std::uint32_t crc = 0;
+    for (std::uint64_t off = 0; off < e.nbytes(); off += buf.size()) {
+      const auto m = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), e.nbytes() - off));
+      read_range(e.begin + off, m, buf.data());
+      crc = crc32c(buf.data(), m, crc);
+    }
+    check_crc(e, crc);
+  }
+}
+
 void SafetensorsFile::read_float(const SafetensorsEntry& e, float* dst, std::size_t count) const {
   const std::string w = what_ + ": tensor '" + e.name + "'";
   if (!is_float_dtype(e.dtype))
@@ -319,14 +369,17 @@ void SafetensorsFile::read_float(const SafetensorsEntry& e, float* dst, std::siz
   if (count != n) fail(w, ": destination holds ", count, " floats, tensor has ", n);
   if (e.dtype == Dtype::F32) {
     read_range(e.begin, e.nbytes(), dst);
+    if (e.has_crc32c) check_crc(e, crc32c(dst, static_cast<std::size_t>(e.nbytes())));
     return;
   }
   const std::size_t es = dtype_size(e.dtype);
   constexpr std::size_t kChunk = 1 << 13;
   alignas(64) unsigned char buf[kChunk * 8];
+  std::uint32_t crc = 0;
   for (std::size_t i = 0; i < n; i += kChunk) {
     const std::size_t m = std::min(kChunk, n - i);
     read_range(e.begin + i * es, m * es, buf);
+    if (e.has_crc32c) crc = crc32c(buf, m * es, crc);
     for (std::size_t k = 0; k < m; ++k) {
       const unsigned char* s = buf + k * es;
       switch (e.dtype) {
@@ -351,6 +404,7 @@ void SafetensorsFile::read_float(const SafetensorsEntry& e, float* dst, std::siz
       }
     }
   }
+  check_crc(e, crc);
 }
 
 Tensor SafetensorsFile::to_float(std::string_view name) const {
@@ -371,6 +425,7 @@ std::vector<std::int64_t> SafetensorsFile::to_int64(std::string_view name) const
   const std::size_t es = dtype_size(e.dtype);
   std::string raw(static_cast<std::size_t>(e.nbytes()), '\0');
   read_range(e.begin, e.nbytes(), raw.data());
+  if (e.has_crc32c) check_crc(e, crc32c(raw.data(), raw.size()));
   std::vector<std::int64_t> out(n);
   const char* s = raw.data();
   for (std::size_t i = 0; i < n; ++i, s += es) {
@@ -399,6 +454,7 @@ std::string SafetensorsFile::raw_bytes(std::string_view name) const {
   const SafetensorsEntry& e = at(name);
   std::string raw(static_cast<std::size_t>(e.nbytes()), '\0');
   read_range(e.begin, e.nbytes(), raw.data());
+  if (e.has_crc32c) check_crc(e, crc32c(raw.data(), raw.size()));
   return raw;
 }
 
@@ -424,15 +480,24 @@ void SafetensorsWriter::add(std::string name, Shape shape, const std::int64_t* d
   add_raw(std::move(name), Dtype::I64, shape, data);
 }
 
-void SafetensorsWriter::set_metadata(std::string key, std::string value) { metadata_[std::move(key)] = std::move(value); }
+void SafetensorsWriter::set_metadata(std::string key, std::string value) {
+  require(key != kChecksumMetadataKey, "safetensors writer: metadata key '", key, "' is reserved (the writer stores the checksums there)");
+  metadata_[std::move(key)] = std::move(value);
+}
 
 std::string SafetensorsWriter::header() const {
   nlohmann::ordered_json h = nlohmann::ordered_json::object();
-  if (!metadata_.empty()) {
-    nlohmann::ordered_json m = nlohmann::ordered_json::object();
-    for (auto& [k, v] : metadata_) m[k] = v;
-    h["__metadata__"] = std::move(m);
+  std::string checksums;
+  checksums.reserve(9 * items_.size());
+  for (const Item& it : items_) {
+    char hex[10];
+    std::snprintf(hex, sizeof hex, checksums.empty() ? "%08x" : ",%08x", crc32c(it.data, static_cast<std::size_t>(it.nbytes)));
+    checksums += hex;
   }
+  nlohmann::ordered_json m = nlohmann::ordered_json::object();
+  for (auto& [k, v] : metadata_) m[k] = v;
+  if (!items_.empty()) m[kChecksumMetadataKey] = checksums;
+  if (!m.empty()) h["__metadata__"] = std::move(m);
   std::uint64_t pos = 0;
   for (const Item& it : items_) {
     nlohmann::ordered_json shape = nlohmann::ordered_json::array();

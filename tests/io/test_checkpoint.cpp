@@ -161,3 +161,28 @@ TEST_CASE("io: save_serving_weights writes the model tensors and config, no opti
     CHECK(std::equal(p.value, p.value + p.numel(), src.at(p.name).value));
   }
 }
+
+TEST_CASE("A checkpoint with a flipped byte in its weights or optimiser state is refused naming the tensor", "[io][checksum]") {
+  auto dir = testing::temp_dir("ckpt_torn");
+  Rng rng(9);
+  ParameterArena src(1);
+  nn::Mlp<float> a(src, "mlp", kOpt);
+  save_checkpoint(dir / "c.safetensors", src, sample_data(rng));
+  const std::string good = read_file(dir / "c.safetensors");
+  std::uint64_t header_end = 8;
+  for (int i = 7; i >= 0; --i) header_end += static_cast<std::uint64_t>(static_cast<unsigned char>(good[i])) << (8 * i);
+  const auto file = SafetensorsFile::parse(good);
+  CHECK(file.checksummed());
+  for (const char* tensor : {"mlp.layers.1.bias", "__optim__.adam.m.mlp.layers.0.weight"}) {
+    INFO(tensor);
+    const SafetensorsEntry* e = file.find(tensor);
+    REQUIRE(e);
+    std::string bad = good;
+    bad[header_end + e->begin] ^= 0x01;
+    write_file_atomic(dir / "bad.safetensors", bad);
+    ParameterArena dst(2);
+    nn::Mlp<float> b(dst, "mlp", kOpt);
+    CHECK_THROWS_WITH(load_checkpoint(dir / "bad.safetensors", dst),
+                      Contains("bad.safetensors") && Contains(std::string("tensor '") + tensor + "': checksum mismatch"));
+  }
+}

@@ -351,3 +351,92 @@ TEST_CASE("save_arena / load_arena round trip, prefixes, and strict checks that 
     }
   }
 }
+
+TEST_CASE("safetensors checksums: every tensor's CRC32C is written, hidden from metadata() and verified on every read",
+          "[io][checksum]") {
+  auto dir = testing::temp_dir("st_checksum");
+  nn::MlpOptions opt{.in = 5, .layers = {4, 3}, .batch_norm = true};
+  ParameterArena a_arena(1), b_arena(2);
+  nn::Mlp<float> a(a_arena, "mlp", opt), b(b_arena, "mlp", opt);  // same shapes, other values
+  save_arena(dir / "a.safetensors", a_arena, {{"k", "v"}});
+  save_arena(dir / "b.safetensors", b_arena, {{"k", "v"}});
+  const std::string a_bytes = read_file(dir / "a.safetensors"), b_bytes = read_file(dir / "b.safetensors");
+  REQUIRE(a_bytes.size() == b_bytes.size());
+
+  auto a_file = SafetensorsFile::parse(a_bytes);
+  CHECK(a_file.checksummed());
+  CHECK(a_file.metadata() == std::map<std::string, std::string>{{"k", "v"}});  // the checksum key is consumed
+  for (const auto& e : a_file.entries()) CHECK(e.has_crc32c);
+  a_file.verify_checksums();
+  std::uint64_t header_end = 8;
+  for (int i = 7; i >= 0; --i) header_end += static_cast<std::uint64_t>(static_cast<unsigned char>(a_bytes[i])) << (8 * i);
+
+  SECTION("one flipped bit in a tensor's bytes: reads of that tensor fail naming it, other tensors still read") {
+    const SafetensorsEntry& e = a_file.at("mlp.layers.1.weight");
+    std::string bad = a_bytes;
+    bad[header_end + e.begin + 5] ^= 0x10;
+    auto f = SafetensorsFile::parse(bad, "torn.safetensors");
+    CHECK_THROWS_WITH(f.to_float("mlp.layers.1.weight"),
+                      Contains("torn.safetensors: tensor 'mlp.layers.1.weight': checksum mismatch"));
+    CHECK_THROWS_WITH(f.raw_bytes("mlp.layers.1.weight"), Contains("checksum mismatch"));
+    CHECK_THROWS_WITH(f.verify_checksums(), Contains("tensor 'mlp.layers.1.weight': checksum mismatch"));
+    CHECK(same_bits(f.to_float("mlp.layers.0.weight"), a_file.to_float("mlp.layers.0.weight")));
+    ParameterArena dst(3);
+    nn::Mlp<float> c(dst, "mlp", opt);
+    CHECK_THROWS_WITH(load_arena(dst, f), Contains("checksum mismatch"));
+  }
+  SECTION("the header of one model over the bytes of another (a file rewritten in place) is refused") {
+    const std::string mixed = a_bytes.substr(0, header_end) + b_bytes.substr(header_end);
+    ParameterArena dst(3);
+    nn::Mlp<float> c(dst, "mlp", opt);
+    CHECK_THROWS_WITH(load_arena(dst, SafetensorsFile::parse(mixed)), Contains("checksum mismatch"));
+    // The same through an open file whose bytes are replaced between the header read and the load.
+    write_file_atomic(dir / "live.safetensors", a_bytes);
+    auto live = SafetensorsFile::load(dir / "live.safetensors");
+    {
+      std::fstream out(dir / "live.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+      out.write(b_bytes.data(), static_cast<std::streamsize>(b_bytes.size()));  // in place: same inode
+    }
+    CHECK_THROWS_WITH(load_arena(dst, live), Contains("live.safetensors") && Contains("checksum mismatch"));
+  }
+  SECTION("BF16, F16 and integer tensors are verified too") {
+    std::vector<std::uint16_t> half = {0x3f80, 0x4000, 0xbf80};
+    std::vector<std::int64_t> ids = {1, 2, 3};
+    SafetensorsWriter w;
+    w.add_raw("bf", Dtype::BF16, Shape{3}, half.data());
+    w.add_raw("f16", Dtype::F16, Shape{3}, half.data());
+    w.add("ids", Shape{3}, ids.data());
+    const std::string good = w.serialize();
+    auto f = SafetensorsFile::parse(good);
+    CHECK(f.to_float("bf")[0] == 1.f);
+    CHECK(f.to_int64("ids") == ids);
+    for (const char* name : {"bf", "f16", "ids"}) {
+      INFO(name);
+      std::string bad = good;
+      std::uint64_t h = 8;
+      for (int i = 7; i >= 0; --i) h += static_cast<std::uint64_t>(static_cast<unsigned char>(good[i])) << (8 * i);
+      bad[h + f.at(name).begin] ^= 1;
+      auto g = SafetensorsFile::parse(bad);
+      if (std::string(name) == "ids") CHECK_THROWS_WITH(g.to_int64(name), Contains("checksum mismatch"));
+      else CHECK_THROWS_WITH(g.to_float(name), Contains("checksum mismatch"));
+    }
+  }
+  SECTION("files without checksums (other writers) load unchecked; malformed checksum lists are refused") {
+    std::string no_crc = make_file(R"({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", zeros(4));
+    auto f = SafetensorsFile::parse(no_crc);
+    CHECK_FALSE(f.checksummed());
+    CHECK(f.to_float("x")[0] == 0.f);
+    check_parse_error(make_file(R"({"__metadata__": {"mtrank.crc32c": "0000000"}, "x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})",
+                                zeros(4)),
+                      "__metadata__.mtrank.crc32c: expected 1 comma-separated 8-digit hex CRC32C values");
+    check_parse_error(make_file(R"({"__metadata__": {"mtrank.crc32c": "0000000g"}, "x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})",
+                                zeros(4)),
+                      "got 'g' at character 7");
+    // crc32c of four zero bytes is 48674bc7: a correct list is accepted.
+    auto ok = SafetensorsFile::parse(make_file(
+        R"({"__metadata__": {"mtrank.crc32c": "48674bc7"}, "x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", zeros(4)));
+    CHECK(ok.to_float("x")[0] == 0.f);
+    SafetensorsWriter w;
+    CHECK_THROWS_WITH(w.set_metadata("mtrank.crc32c", "x"), Contains("reserved"));
+  }
+}

@@ -19,6 +19,15 @@
 // overlap, leave holes, or do not cover the byte buffer exactly; metadata that is not an object
 // of strings.
 //
+// Checksums: SafetensorsWriter stores the CRC32C (crc32c.hpp) of every tensor's bytes in the
+// metadata key "mtrank.crc32c" (8 hex digits per tensor, comma-separated, in data-offset order).
+// Every read of a tensor (read_float, to_float, to_int64, raw_bytes, load_arena) checks the bytes
+// it actually read against it, so a torn file, flipped bits, or a file rewritten in place while
+// it is being read (a header of one model and the bytes of another) are an Error naming the
+// tensor, never a model with mixed weights. Files without the key (written by PyTorch, say) load
+// unchecked; checksummed() tells. The key is consumed by the reader: metadata() does not show it,
+// and the writer refuses it as a user key. Cost: docs/reliability.md.
+//
 // A SafetensorsFile either owns the whole file in memory (parse) or keeps the file open and
 // reads tensors on demand with pread (load); the latter never holds more than the header plus
 // the tensor being converted, so a multi-GB embedding table goes straight into the arena.
@@ -53,6 +62,9 @@ bool is_float_dtype(Dtype d);
 /// True for BOOL and the signed and unsigned integer dtypes (the dtypes to_int64 accepts).
 bool is_int_dtype(Dtype d);
 
+/// The metadata key holding the per-tensor CRC32C values (see "Checksums" above).
+inline constexpr const char* kChecksumMetadataKey = "mtrank.crc32c";
+
 /// Largest accepted header (the reference implementation's limit).
 inline constexpr std::uint64_t kMaxSafetensorsHeader = 100'000'000;
 
@@ -61,6 +73,8 @@ struct SafetensorsEntry {
   Dtype dtype = Dtype::F32;
   Shape shape;
   std::uint64_t begin = 0, end = 0;  // byte range within the data buffer
+  bool has_crc32c = false;           // the file carries a checksum for this tensor
+  std::uint32_t crc32c = 0;          // CRC32C of its bytes (when has_crc32c)
   std::uint64_t nbytes() const { return end - begin; }
 };
 
@@ -78,6 +92,11 @@ class SafetensorsFile {
   /// Tensors in the order of their data offsets.
   const std::vector<SafetensorsEntry>& entries() const { return entries_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  /// True when the file carries per-tensor checksums (every read is then verified).
+  bool checksummed() const { return checksummed_; }
+  /// Reads every tensor once and checks its checksum (no-op without checksums); throws naming
+  /// the first tensor whose bytes do not match.
+  void verify_checksums() const;
   bool contains(std::string_view name) const { return find(name) != nullptr; }
   const SafetensorsEntry* find(std::string_view name) const;
   /// Throws "<file>: no tensor named 'x'" when absent.
@@ -98,11 +117,13 @@ class SafetensorsFile {
   SafetensorsFile() = default;
   void parse_header(std::string_view header, std::uint64_t data_size);
   void read_range(std::uint64_t begin, std::uint64_t size, void* dst) const;
+  void check_crc(const SafetensorsEntry& e, std::uint32_t crc) const;
 
   std::string what_;
   std::vector<SafetensorsEntry> entries_;
   std::unordered_map<std::string, std::size_t> index_;
   std::map<std::string, std::string> metadata_;
+  bool checksummed_ = false;
   std::string bytes_;          // the whole file (parse) or empty (load)
   std::uint64_t data_start_ = 0;  // offset of the byte buffer within the file
   int fd_ = -1;                // open file (load) or -1
