@@ -21,7 +21,7 @@ JSON
 run() {  # policy threads -> rows/s of one run
   local env=()
   [[ $1 == active ]] && env=(OMP_WAIT_POLICY=active)
-  env "${env[@]}" "$mtrank" train -c "$dir/config.json" -o "$dir/m.safetensors" --threads "$2" --progress none 2>/dev/null |
+  env "${env[@]}" "$mtrank" train -c "$dir/config.json" -o "$dir/m.safetensors" --force --threads "$2" --progress none 2>/dev/null |
     python3 -c 'import json,sys; print(round([json.loads(l) for l in sys.stdin][0]["rows_per_second"]))'
 }
 cell() {  # load policy threads

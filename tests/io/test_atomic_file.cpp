@@ -1,4 +1,5 @@
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -107,4 +108,42 @@ TEST_CASE("read_file errors name the path and the reason") {
   write_file_atomic(dir / "big.bin", std::string(1000, 'x'));
   CHECK_THROWS_WITH(read_file(dir / "big.bin", 999), Catch::Contains("big.bin") && Catch::Contains("limit of 999"));
   CHECK(read_file(dir / "big.bin", 1000).size() == 1000);
+}
+
+TEST_CASE("remove_stale_temp_files removes what a killed writer left, and nothing else", "[io][atomic]") {
+  const fs::path dir = testing::temp_dir("atomic_stale");
+  const fs::path target = dir / "model.safetensors";
+  write_file_atomic(target, "old");
+  // A writer process that dies before commit (as under kill -9: no destructor runs).
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    AtomicFileWriter w(target);
+    w.write("half of a checkpoint");
+    ::_exit(0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);  // reaped: its pid is no process now
+  std::string dead;  // ".model.safetensors.tmp.<child pid>.<n>"
+  std::string prefix(1, '.');  // built with += : a GCC 12 -Wrestrict false positive on "." + ...
+  prefix += target.filename().string();
+  prefix += ".tmp.";
+  prefix += std::to_string(child);
+  prefix += '.';
+  for (const auto& e : dir_entries(dir))
+    if (e.rfind(prefix, 0) == 0) dead = e;
+  REQUIRE(!dead.empty());
+  // Kept: a live process's temporary file, other targets' files, names that are not ours.
+  AtomicFileWriter live(target);
+  const std::set<std::string> keep = {live.temp_path().filename().string(), ".other.safetensors.tmp.999999999.0",
+                                      ".model.safetensors.tmp.x.0", ".model.safetensors.tmp.999999999", "model.safetensors"};
+  for (const auto& k : keep)
+    if (!fs::exists(dir / k)) write_file_atomic(dir / k, "x");
+  const auto removed = remove_stale_temp_files(target);
+  REQUIRE(removed.size() == 1);
+  CHECK(removed[0].filename() == dead);
+  std::set<std::string> left = dir_entries(dir);
+  CHECK(left == keep);
+  CHECK(remove_stale_temp_files(dir / "missing" / "x.safetensors").empty());
+  live.abort();
 }

@@ -44,6 +44,20 @@ assert a == b, "two runs of the same config differ"
 PY
 "$mtrank" train -c "$config" -o "$dir/model3.safetensors" --last "$dir/model3.safetensors" >/dev/null 2>"$dir/err.txt" \
   && fail "--last equal to -o: expected an error"
+# An existing checkpoint is never replaced silently: refused (file untouched) without --resume or --force.
+cp "$dir/model.safetensors" "$dir/model.before"
+"$mtrank" train -c "$config" -o "$dir/model.safetensors" --epochs 1 --progress none >/dev/null 2>"$dir/err.txt" \
+  && fail "train over an existing -o without --force: expected an error"
+grep -q "exists: to continue that training pass --resume" "$dir/err.txt" || fail "no --resume/--force hint: $(cat "$dir/err.txt")"
+cmp -s "$dir/model.safetensors" "$dir/model.before" || fail "a refused train changed the existing checkpoint"
+# --force starts over; temporary files of a dead writer are removed first, a live writer's are kept.
+touch "$dir/.model2.safetensors.tmp.999999999.0" "$dir/.model2.safetensors.tmp.$$.0"
+"$mtrank" train -c "$config" -o "$dir/model2.safetensors" --epochs 1 --force --progress none >/dev/null 2>"$dir/err.txt" \
+  || fail "train --force failed: $(cat "$dir/err.txt")"
+[[ ! -e "$dir/.model2.safetensors.tmp.999999999.0" ]] || fail "a dead writer's temporary file was not removed"
+[[ -e "$dir/.model2.safetensors.tmp.$$.0" ]] || fail "a live process's temporary file was removed"
+grep -q "removed .*tmp.999999999.0" "$dir/err.txt" || fail "the removal was not reported"
+rm -f "$dir/.model2.safetensors.tmp.$$.0"
 # Without a validation split: said on stderr, the last epoch is the model.
 python3 -c "import json,sys; c=json.load(open(sys.argv[1])); del c['data']['valid_fraction']; json.dump(c, open(sys.argv[2],'w'))" \
   "$config" "$dir/novalid.json"

@@ -13,6 +13,7 @@
 #include "data_source.hpp"
 #include "mtrank/core/threading.hpp"
 #include "mtrank/kernels/packed_linear.hpp"
+#include "mtrank/io/atomic_file.hpp"
 #include "mtrank/io/checkpoint.hpp"
 #include "mtrank/io/json_util.hpp"
 #include "mtrank/io/npy.hpp"
@@ -127,9 +128,21 @@ struct TrainArgs {
   std::string config, out, metrics, data_dir, last, resume, progress = "auto";
   Index epochs = 0;
   int threads = 1;
+  bool force = false;
 };
 
 int cmd_train(const TrainArgs& a) {
+  // Checkpoints hold hours of training: a rerun of the same command must not replace them silently.
+  if (!a.force && a.resume.empty())
+    for (const std::string& p : {a.out, a.last})
+      if (!p.empty() && fs::exists(p))
+        fail(p, " exists: to continue that training pass --resume ", a.last.empty() ? a.out : a.last,
+             "; to start over and overwrite it pass --force");
+  // Temporary files of writers killed mid-save (kill -9, power loss) are removed now.
+  for (const std::string& p : {a.out, a.last})
+    if (!p.empty())
+      for (const auto& t : io::remove_stale_temp_files(p))
+        std::fprintf(stderr, "mtrank train: removed %s, left by a checkpoint write that did not finish\n", t.c_str());
   set_num_threads(a.threads);
   json cfg = read_json(a.config);
   if (!cfg.is_object()) fail(a.config, ": expected a JSON object");
@@ -381,6 +394,7 @@ int main(int argc, char** argv) {
   train->add_option("--last", ta.last, "also write the last epoch's full state here after every epoch (for --resume)");
   train->add_option("--resume", ta.resume, "continue training from a checkpoint written by -o or --last")
       ->check(CLI::ExistingFile);
+  train->add_flag("--force", ta.force, "overwrite existing -o / --last files (without it, train refuses to replace them)");
   train->add_option("--metrics", ta.metrics, "metrics JSON lines file (one record per epoch, then the test record)");
   train->add_option("--epochs", ta.epochs, "override trainer.epochs")->check(CLI::PositiveNumber);
   train->add_option("--data-dir", ta.data_dir, "base for relative data paths (default $MTRANK_DATA_DIR or .)");

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace mtrank::io {
 
@@ -54,6 +55,13 @@ class AtomicFileWriter {
   int fd_ = -1;
   std::uint64_t written_ = 0;
 };
+
+/// Removes the temporary files that writers of `target` left behind when their process died
+/// (kill -9, power loss) before commit or abort: ".<name>.tmp.<pid>.<n>" in the target's
+/// directory whose <pid> is no running process. Files of running processes (a writer at work,
+/// or a reused pid) are kept. Returns the removed paths; errors while scanning are ignored (a
+/// missing directory removes nothing). The CLI calls it for its checkpoints before training.
+std::vector<std::filesystem::path> remove_stale_temp_files(const std::filesystem::path& target);
 
 /// Fault injection for tests: the next AtomicFileWriter operation at `step` fails as if the
 /// system call had returned EIO (once; the hook then resets itself to `none`). Process-global;
