@@ -98,4 +98,6 @@ CheckpointData read_checkpoint_metadata(const std::filesystem::path& path) {
   return read_metadata(SafetensorsFile::load(path));
 }
 
+CheckpointData read_checkpoint_metadata(const SafetensorsFile& file) { return read_metadata(file); }
+
 }  // namespace mtrank::io

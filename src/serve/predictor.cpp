@@ -287,11 +287,16 @@ Predictor::Predictor(std::unique_ptr<models::Model> model, PredictorOptions opti
 }
 
 std::shared_ptr<const Predictor> Predictor::from_checkpoint(const std::filesystem::path& path, PredictorOptions options) {
-  io::CheckpointData meta = io::read_checkpoint_metadata(path);
+  // One open file for the config and the tensors: a checkpoint replaced between two opens
+  // cannot pair one version's config with another's weights.
   io::SafetensorsFile file = io::SafetensorsFile::load(path);
+  io::CheckpointData meta = io::read_checkpoint_metadata(file);
   std::unique_ptr<models::Model> model;
   {
-    models::ExpectedShapes expect(file_shapes(file), "'" + path.string() + "'");  // before any allocation
+    std::string source(1, '\'');  // += : a GCC 12 -Wrestrict false positive on "'" + ...
+    source += path.string();
+    source += '\'';
+    models::ExpectedShapes expect(file_shapes(file), source);  // before any allocation
     model = models::build_model(meta.config);
   }
   io::load_arena(model->arena(), file, serving_load_options());
@@ -304,7 +309,10 @@ std::shared_ptr<const Predictor> Predictor::from_files(const std::filesystem::pa
   io::SafetensorsFile file = io::SafetensorsFile::load(weights);
   std::unique_ptr<models::Model> model;
   {
-    models::ExpectedShapes expect(file_shapes(file), "'" + weights.string() + "'");  // before any allocation
+    std::string source(1, '\'');
+    source += weights.string();
+    source += '\'';
+    models::ExpectedShapes expect(file_shapes(file), source);  // before any allocation
     model = models::build_model(config);
   }
   io::load_arena(model->arena(), file, serving_load_options());
@@ -376,19 +384,23 @@ void Predictor::check(const Request& r) const {
 
 void Predictor::expand(const Request& r, data::Batch& b) const {
   check(r);
+  expand_rows(r, 0, r.num_candidates, b);
+}
+
+void Predictor::expand_rows(const Request& r, Index begin, Index end, data::Batch& b) const {
   const RequestLayout& l = serving_.layout;
   const data::FeatureSchema& schema = model_->schema();
-  const Index N = r.num_candidates, ns = static_cast<Index>(schema.sparse.size()),
-              nd = static_cast<Index>(schema.dense.size());
+  const Index N = end - begin, ns = static_cast<Index>(schema.sparse.size()), nd = static_cast<Index>(schema.dense.size());
   const Index ncs = static_cast<Index>(l.cand_sparse.size()), ncd = static_cast<Index>(l.cand_dense.size());
   b.size = N;
   b.sparse.resize(static_cast<std::size_t>(N * ns));
   b.dense.resize(Shape{N, nd});
   for (Index i = 0; i < N; ++i) {
+    const Index ci = begin + i;  // the candidate
     for (std::size_t u = 0; u < l.user_sparse.size(); ++u) b.sparse[i * ns + l.user_sparse[u]] = r.user_sparse[u];
-    for (Index c = 0; c < ncs; ++c) b.sparse[i * ns + l.cand_sparse[c]] = r.cand_sparse[i * ncs + c];
+    for (Index c = 0; c < ncs; ++c) b.sparse[i * ns + l.cand_sparse[c]] = r.cand_sparse[ci * ncs + c];
     for (std::size_t u = 0; u < l.user_dense.size(); ++u) b.dense[i * nd + l.user_dense[u]] = r.user_dense[u];
-    for (Index c = 0; c < ncd; ++c) b.dense[i * nd + l.cand_dense[c]] = r.cand_dense[i * ncd + c];
+    for (Index c = 0; c < ncd; ++c) b.dense[i * nd + l.cand_dense[c]] = r.cand_dense[ci * ncd + c];
   }
   b.sequences.resize(schema.sequences.size());
   for (std::size_t q = 0; q < schema.sequences.size(); ++q) {
@@ -397,6 +409,8 @@ void Predictor::expand(const Request& r, data::Batch& b) const {
     const bool timed = !r.sequence_times.empty() && !r.sequence_times[q].empty();
     col.ids.clear();
     col.times.clear();
+    col.ids.reserve(static_cast<std::size_t>(N) * ids.size());  // exact: no geometric overshoot of a large copy
+    if (timed) col.times.reserve(static_cast<std::size_t>(N) * ids.size());
     col.offsets.resize(static_cast<std::size_t>(N + 1));
     col.offsets[0] = 0;
     for (Index i = 0; i < N; ++i) {
@@ -408,15 +422,46 @@ void Predictor::expand(const Request& r, data::Batch& b) const {
   }
   b.user.assign(static_cast<std::size_t>(N), 0);
   if (r.cand_scene.empty()) b.scene.assign(static_cast<std::size_t>(N), r.scene);
-  else b.scene.assign(r.cand_scene.begin(), r.cand_scene.end());
+  else b.scene.assign(r.cand_scene.begin() + begin, r.cand_scene.begin() + end);
+}
+
+Index Predictor::expand_chunk_rows(const Request& r) {
+  // Bytes one expanded row takes for its copy of the user's sequences (ids, and times if given).
+  std::size_t row_bytes = 0;
+  for (std::size_t q = 0; q < r.sequences.size(); ++q) {
+    row_bytes += r.sequences[q].size() * sizeof(std::int64_t);
+    if (q < r.sequence_times.size()) row_bytes += r.sequence_times[q].size() * sizeof(float);
+  }
+  const Index rows = row_bytes == 0 ? r.num_candidates : static_cast<Index>(kExpandBudgetBytes / row_bytes);
+  return std::max<Index>(1, std::min(rows, r.num_candidates));
 }
 
 Scores Predictor::score(const Request& r, Session& s) const {
   bind(s);
   const models::FeatureEmbedder<float>* emb = model_->feature_embedder();
   if (!emb) {  // no embedder to split: score the expanded batch
-    expand(r, s.expanded_);
-    return score(s.expanded_, s);
+    check(r);
+    // Every expanded row holds a copy of the user's sequences: candidates x sequence length can
+    // reach GBs (10,000 x 10,000 ids = 800 MB), so rows are expanded and scored in chunks whose
+    // copies fit kExpandBudgetBytes. Rows are independent at serving, so the scores are the same.
+    const Index N = r.num_candidates, chunk = expand_chunk_rows(r);
+    if (chunk >= N) {
+      expand_rows(r, 0, N, s.expanded_);
+      return score(s.expanded_, s);
+    }
+    const Index K = model_->num_tasks();
+    Mat all = ensure(s.chunked_probs_, N, K);
+    s.chunked_fused_.resize(static_cast<std::size_t>(N));
+    for (Index begin = 0; begin < N; begin += chunk) {
+      const Index end = std::min(N, begin + chunk);
+      expand_rows(r, begin, end, s.expanded_);
+      const Scores part = score(s.expanded_, s);
+      for (Index i = 0; i < end - begin; ++i) {
+        std::memcpy(all.row(begin + i), part.probs.row(i), sizeof(float) * static_cast<std::size_t>(K));
+        s.chunked_fused_[static_cast<std::size_t>(begin + i)] = part.fused[static_cast<std::size_t>(i)];
+      }
+    }
+    return {all, std::span<const float>(s.chunked_fused_.data(), s.chunked_fused_.size())};
   }
   check(r);
   const RequestLayout& l = serving_.layout;

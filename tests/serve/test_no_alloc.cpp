@@ -14,9 +14,12 @@
 namespace {
 std::atomic<bool> g_counting{false};
 std::atomic<long> g_allocs{0};
+std::atomic<std::size_t> g_largest{0};  // the largest single allocation while counting
 
 void* counted_alloc(std::size_t n, std::size_t align = 0) {
   if (g_counting.load(std::memory_order_relaxed)) {
+    for (std::size_t m = g_largest.load(std::memory_order_relaxed); n > m && !g_largest.compare_exchange_weak(m, n);) {
+    }
     // MTRANK_ALLOC_TRACE=1 prints a backtrace of the third counted allocation (to find the culprit).
     if (g_allocs.fetch_add(1, std::memory_order_relaxed) == 2 && std::getenv("MTRANK_ALLOC_TRACE")) {
       void* bt[16];
@@ -187,5 +190,76 @@ TEST_CASE("serve: no heap allocation while scoring after warm-up: sequence unit 
        }) {
     INFO("dmt " << patch);
     no_alloc_for("dmt", nlohmann::json::parse(patch));
+  }
+}
+
+namespace {
+
+/// A model without a feature embedder (as a user's own Model subclass would be): per row and
+/// task, the mean of the row's click-sequence ids / 1000 plus the candidate's item id / 100 and
+/// the task index. Serving only.
+class SequenceMeanModel : public models::Model {
+ public:
+  explicit SequenceMeanModel(const data::FeatureSchema& schema)
+      : Model({{"model", {{"type", "sequence_mean"}}}, {"serving", mtrank::testing::serving_section()}}, schema, 1) {}
+  struct Ws : Workspace {
+    Tensor out;
+  };
+  std::unique_ptr<Workspace> make_workspace() const override { return std::make_unique<Ws>(); }
+  ConstMat forward(const data::Batch& b, Workspace& ws, const Context&) const override {
+    Mat out = ensure(static_cast<Ws&>(ws).out, b.size, num_tasks());
+    const Index ns = static_cast<Index>(schema_.sparse.size()), item = schema_.sparse_index("item_id");
+    const auto& seq = b.sequences[0];
+    for (Index r = 0; r < b.size; ++r) {
+      double sum = 0;
+      for (auto k = seq.offsets[r]; k < seq.offsets[r + 1]; ++k) sum += static_cast<double>(seq.ids[k]);
+      const double len = static_cast<double>(seq.offsets[r + 1] - seq.offsets[r]);
+      for (Index t = 0; t < num_tasks(); ++t)
+        out(r, t) = static_cast<float>((len ? sum / len / 1000 : 0) + static_cast<double>(b.sparse[r * ns + item]) / 100 + t);
+    }
+    return out;
+  }
+  void backward(ConstMat, Workspace&) const override { fail("sequence_mean: serving only"); }
+};
+
+}  // namespace
+
+TEST_CASE("serve: a model without a feature embedder scores long sequences x many candidates in bounded chunks",
+          "[serve][alloc]") {
+#if defined(__SANITIZE_THREAD__)
+  WARN("skipped under ThreadSanitizer");
+  return;
+#endif
+  const data::Dataset& d = mtrank::testing::feed();
+  serve::Predictor p(std::make_unique<SequenceMeanModel>(d.schema));
+  REQUIRE(p.model().feature_embedder() == nullptr);
+  // 300 candidates x 10,000 sequence ids (the serving limit): 24 MB of copies if expanded at once.
+  serve::Request r = mtrank::testing::feed_request(p, 100, 300);
+  const Index L = p.serving().max_sequence_length;
+  r.sequences[0].resize(static_cast<std::size_t>(L));
+  for (Index k = 0; k < L; ++k) r.sequences[0][static_cast<std::size_t>(k)] = 1 + (k * 7) % 250;
+  const std::size_t whole = static_cast<std::size_t>(r.num_candidates * L) * sizeof(std::int64_t);
+  REQUIRE(whole > serve::Predictor::kExpandBudgetBytes);
+  const Index chunk = serve::Predictor::expand_chunk_rows(r);
+  CHECK(chunk > 1);
+  CHECK(chunk < r.num_candidates);
+
+  // The reference: the whole expanded batch scored at once.
+  data::Batch batch;
+  p.expand(r, batch);
+  serve::Predictor::Session ref_session, s;
+  const serve::Scores ref = p.score(batch, ref_session);
+
+  g_largest = 0;
+  g_counting = true;
+  const serve::Scores got = p.score(r, s);
+  g_counting = false;
+  g_allocs = 0;
+  // The largest buffer is one chunk's sequence copy, within the budget (not the 24 MB of all rows).
+  CHECK(g_largest.load() <= serve::Predictor::kExpandBudgetBytes + 4096);
+  REQUIRE(got.probs.rows == r.num_candidates);
+  for (Index c = 0; c < r.num_candidates; ++c) {
+    for (Index k = 0; k < p.num_tasks(); ++k) REQUIRE(got.probs(c, k) == ref.probs(c, k));
+    REQUIRE(got.fused[static_cast<std::size_t>(c)] == ref.fused[static_cast<std::size_t>(c)]);
   }
 }

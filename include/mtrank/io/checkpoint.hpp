@@ -33,6 +33,7 @@
 
 #include "mtrank/core/arena.hpp"
 #include "mtrank/core/tensor.hpp"
+#include "mtrank/io/safetensors.hpp"
 
 namespace mtrank::io {
 
@@ -69,5 +70,8 @@ std::size_t save_serving_weights(const std::filesystem::path& path, const Parame
 /// Reads config and train_state only (no tensor data is read), e.g. to build the model first.
 /// optimizer_state is left empty.
 CheckpointData read_checkpoint_metadata(const std::filesystem::path& path);
+/// The same from a file already open: a caller that then reads the tensors from `file` gets the
+/// config and the weights of one version of the file, even if the path is replaced meanwhile.
+CheckpointData read_checkpoint_metadata(const SafetensorsFile& file);
 
 }  // namespace mtrank::io

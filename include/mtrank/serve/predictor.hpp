@@ -147,8 +147,8 @@ class Predictor {
     std::unique_ptr<models::ParallelInference> parallel_;  // score(batch) with num_threads() > 1
     models::FeatureEmbedder<float>::Workspace emb_;
     data::Batch user_, cand_, expanded_;
-    Tensor xu_, x_, probs_;
-    std::vector<float> fused_;
+    Tensor xu_, x_, probs_, chunked_probs_;
+    std::vector<float> fused_, chunked_fused_;
   };
 
   /// Takes a built model (weights loaded) and validates it: serving section, finite parameters,
@@ -175,6 +175,11 @@ class Predictor {
 
   /// The batch a request stands for (user fields repeated per candidate): the reference for score(request).
   void expand(const Request& request, data::Batch& out) const;
+  /// A model without a feature embedder scores a request on expanded rows, each with its own copy
+  /// of the user's sequences; it does so in chunks of at most this many bytes of copies.
+  static constexpr std::size_t kExpandBudgetBytes = std::size_t(16) << 20;
+  /// Candidates per chunk for `request` (>= 1; all of them when the copies fit the budget).
+  static Index expand_chunk_rows(const Request& request);
   /// Throws mtrank::Error naming the offending part when the request does not fit the layout
   /// (counts, scenes, sequence lengths, times) or the model has no request layout.
   void check(const Request& request) const;
@@ -192,6 +197,7 @@ class Predictor {
 
  private:
   void bind(Session& s) const;
+  void expand_rows(const Request& r, Index begin, Index end, data::Batch& out) const;
   Scores finish(ConstMat y, Session& s) const;
 
   std::unique_ptr<models::Model> model_;
