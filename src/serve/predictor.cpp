@@ -182,7 +182,7 @@ ServingConfig parse_serving(const json& j, const data::FeatureSchema& schema, co
   ServingConfig c;
   if (!j.is_null()) {
     if (!j.is_object()) fail(path, ": expected an object");
-    io::reject_unknown_keys(j, {"candidate_fields", "fusion", "max_candidates", "max_sequence_length", "weights"}, path);
+    io::reject_unknown_keys(j, {"candidate_fields", "fusion", "max_abs_dense", "max_candidates", "max_sequence_length", "weights"}, path);
     if (auto it = j.find("weights"); it != j.end()) {
       if (!it->is_string()) fail(path, ".weights: expected \"f32\", \"bf16\" or \"int8\", got ", it->dump());
       try {
@@ -204,6 +204,9 @@ ServingConfig parse_serving(const json& j, const data::FeatureSchema& schema, co
         io::get_optional<Index>(j, "max_sequence_length", path, "a positive integer", c.max_sequence_length);
     if (c.max_sequence_length <= 0)
       fail(path, ".max_sequence_length: expected a positive integer, got ", c.max_sequence_length);
+    c.max_abs_dense = io::get_optional<double>(j, "max_abs_dense", path, "a positive number", c.max_abs_dense);
+    if (!(c.max_abs_dense > 0) || !std::isfinite(c.max_abs_dense))
+      fail(path, ".max_abs_dense: expected a positive finite number, got ", c.max_abs_dense);
   }
   for (const char* key : kReservedRequestKeys) {
     bool clash = false;
@@ -327,6 +330,14 @@ void Predictor::bind(Session& s) const {
 }
 
 Scores Predictor::finish(ConstMat y, Session& s) const {
+  // A finite input far outside the training range (a dense value of 3e38) can drive a logit to
+  // +-inf or NaN, which would come out as a confident 0 or 1 (or null): refuse it, naming where.
+  for (Index b = 0; b < y.rows; ++b)
+    for (Index k = 0; k < y.cols; ++k)
+      if (!std::isfinite(y(b, k)))
+        throw RequestError("request: the model's output for candidate (row) " + std::to_string(b) + ", task '" +
+                           model_->schema().tasks[static_cast<std::size_t>(k)].name + "' is " + std::to_string(y(b, k)) +
+                           " (not finite): an input value is far outside the range the model was trained on");
   Mat probs = ensure(s.probs_, y.rows, y.cols);
   model_->to_predictions(y, probs);
   s.fused_.resize(static_cast<std::size_t>(y.rows));
@@ -380,6 +391,21 @@ void Predictor::check(const Request& r) const {
           " candidate sparse values, expected ", N, " x ", l.cand_sparse.size());
   require(r.cand_dense.size() == N * l.cand_dense.size(), "request: ", r.cand_dense.size(),
           " candidate dense values, expected ", N, " x ", l.cand_dense.size());
+  const double lim = serving_.max_abs_dense;
+  auto dense_ok = [lim](float v) { return std::isfinite(v) && std::fabs(v) <= lim; };
+  auto dense_problem = [lim](float v) {
+    return std::isfinite(v) ? " is beyond +-" + std::to_string(lim) + " (serving.max_abs_dense)" : std::string(" is not finite");
+  };
+  // (if + fail, not require: its message arguments would be built, allocating, for every value)
+  for (std::size_t i = 0; i < r.user_dense.size(); ++i)
+    if (!dense_ok(r.user_dense[i]))
+      fail("request: dense field '", schema.dense[static_cast<std::size_t>(l.user_dense[i])].name, "' = ", r.user_dense[i],
+           dense_problem(r.user_dense[i]));
+  for (std::size_t i = 0; i < r.cand_dense.size(); ++i)
+    if (!dense_ok(r.cand_dense[i]))
+      fail("request: candidate ", i / l.cand_dense.size(), " dense field '",
+           schema.dense[static_cast<std::size_t>(l.cand_dense[i % l.cand_dense.size()])].name, "' = ", r.cand_dense[i],
+           dense_problem(r.cand_dense[i]));
 }
 
 void Predictor::expand(const Request& r, data::Batch& b) const {
@@ -561,6 +587,7 @@ json Predictor::metadata() const {
   m["weights"] = serving_weights_name(serving_.weights);
   m["max_candidates"] = serving_.max_candidates;
   m["max_sequence_length"] = serving_.max_sequence_length;
+  m["max_abs_dense"] = serving_.max_abs_dense;
   m["parameters"] = [&] {
     std::int64_t n = 0;
     for (const auto& p : model_->arena().parameters()) n += p.numel();

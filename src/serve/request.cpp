@@ -55,11 +55,13 @@ std::int64_t parse_id(const json& v, const std::string& path, const std::string&
   return id;
 }
 
-float parse_dense(const json& v, const std::string& path, const std::string& field) {
+float parse_dense(const json& v, const std::string& path, const std::string& field, double max_abs) {
   if (!v.is_number()) bad(path, ": expected a number for dense field '", field, "', got ", type_name(v));
   const double d = v.get<double>();
   const float f = static_cast<float>(d);
   if (!std::isfinite(d) || !std::isfinite(f)) bad(path, ": value ", d, " of dense field '", field, "' is not a finite float");
+  if (std::fabs(d) > max_abs)
+    bad(path, ": value ", d, " of dense field '", field, "' is beyond +-", max_abs, " (serving.max_abs_dense)");
   return f;
 }
 
@@ -169,7 +171,7 @@ void parse_request(std::string_view body, const data::FeatureSchema& schema, con
         break;
       }
       case Slot::user_dense:
-        out.user_dense[w.pos] = parse_dense(*it, path, key);
+        out.user_dense[w.pos] = parse_dense(*it, path, key, serving.max_abs_dense);
         seen[nus + w.pos] = 1;
         break;
       case Slot::sequence: {
@@ -261,7 +263,7 @@ void parse_request(std::string_view body, const data::FeatureSchema& schema, con
         out.cand_sparse[static_cast<std::size_t>(i) * ncs + w.pos] = parse_id(*it, path, f.name, f.vocab, f.hash, f.oov_row);
         cseen[w.pos] = 1;
       } else if (w.slot == Slot::cand_dense) {
-        out.cand_dense[static_cast<std::size_t>(i) * ncd + w.pos] = parse_dense(*it, path, key);
+        out.cand_dense[static_cast<std::size_t>(i) * ncd + w.pos] = parse_dense(*it, path, key, serving.max_abs_dense);
         cseen[ncs + w.pos] = 1;
       } else if (w.slot == Slot::none) {
         bad(path, ": unknown field (expected one of: ", field_list(schema, l, true), ")");

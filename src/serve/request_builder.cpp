@@ -69,6 +69,8 @@ float RequestBuilder::dense_of(const FieldValue& v, const std::string& where) co
   else fail(where, ": expected a number for a dense field, got ", kind_name(v.kind()));
   const float x = static_cast<float>(d);
   if (!std::isfinite(d) || !std::isfinite(x)) fail(where, ": value ", d, " is not a finite float");
+  if (std::fabs(d) > serving_->max_abs_dense)
+    fail(where, ": value ", d, " is beyond +-", serving_->max_abs_dense, " (serving.max_abs_dense)");
   return x;
 }
 

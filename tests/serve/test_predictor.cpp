@@ -4,6 +4,7 @@
 
 #include "mtrank/io/checkpoint.hpp"
 #include "mtrank/io/safetensors.hpp"
+#include "mtrank/serve/request.hpp"
 #include "serve_fixtures.hpp"
 #include "testing.hpp"
 
@@ -177,4 +178,52 @@ TEST_CASE("serve: load from a checkpoint and from config + safetensors", "[serve
   io::save_arena(dir / "wrong.safetensors", other->arena());
   CHECK_THROWS_WITH(serve::Predictor::from_files(dir / "config.json", dir / "wrong.safetensors"), Contains("tensor"));
   CHECK_THROWS_AS(serve::Predictor::from_checkpoint(dir / "missing.safetensors"), Error);
+}
+
+TEST_CASE("serve: a finite but huge input whose output is not finite is a RequestError, not a confident 0 or 1",
+          "[serve]") {
+  auto p = feed_predictor("mmoe", 3);
+  serve::Predictor::Session s;
+  serve::Request r = feed_request(*p, mtrank::testing::row_with_history(300), 4);
+  REQUIRE(!r.cand_dense.empty());
+  CHECK(std::isfinite(p->score(r, s).fused[0]));
+  // Beyond serving.max_abs_dense (1e9 by default): refused before scoring, naming the field.
+  serve::Request huge = r;
+  huge.cand_dense[1] = 3e38f;
+  CHECK_THROWS_WITH(p->score(huge, s), Contains("request: candidate 0 dense field '") && Contains("serving.max_abs_dense"));
+  // Within a raised limit, values that drive a model's output out of float range are refused
+  // after it (a model whose logit is 1e10 x a dense value overflows at 3.4e28).
+  nlohmann::json cfg = feed_config("mmoe", 3);
+  cfg["serving"]["max_abs_dense"] = 1e38;
+  struct Overflow : models::Model {
+    explicit Overflow(const nlohmann::json& c) : Model(c, feed().schema, 1) {}
+    struct Ws : Workspace {
+      Tensor out;
+    };
+    std::unique_ptr<Workspace> make_workspace() const override { return std::make_unique<Ws>(); }
+    ConstMat forward(const data::Batch& b, Workspace& ws, const Context&) const override {
+      Mat out = ensure(static_cast<Ws&>(ws).out, b.size, num_tasks());
+      for (Index r = 0; r < b.size; ++r)
+        for (Index t = 0; t < num_tasks(); ++t) out(r, t) = b.dense[r * static_cast<Index>(schema_.dense.size())] * 1e10f;
+      return out;
+    }
+    void backward(ConstMat, Workspace&) const override {}
+  };
+  serve::Predictor wide(std::make_unique<Overflow>(cfg));
+  serve::Request over = feed_request(wide, mtrank::testing::row_with_history(300), 4);
+  CHECK(std::isfinite(wide.score(over, s).fused[0]));
+  over.user_dense.assign(over.user_dense.size(), 1e30f);
+  over.cand_dense.assign(over.cand_dense.size(), 1e30f);
+  CHECK_THROWS_AS(wide.score(over, s), serve::RequestError);
+  CHECK_THROWS_WITH(wide.score(over, s), Contains("request: the model's output for candidate (row) 0, task 'click'") &&
+                                              Contains("not finite"));
+  CHECK_THROWS_WITH(serve::Predictor(models::build_model([&] {
+                      auto c = cfg;
+                      c["serving"]["max_abs_dense"] = -1;
+                      return c;
+                    }())),
+                    Contains("serving.max_abs_dense: expected a positive finite number"));
+  // The session still scores the next, normal request.
+  serve::Request ok = feed_request(*p, mtrank::testing::row_with_history(300), 4);
+  CHECK(std::isfinite(p->score(ok, s).fused[3]));
 }

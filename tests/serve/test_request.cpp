@@ -103,6 +103,7 @@ TEST_CASE("serve: bad requests get errors naming the JSON path", "[serve][reques
   // Non-finite numbers: JSON has no NaN literal; overflowing numbers become infinities.
   CHECK_THAT(err(R"({"hour_sin": NaN})"), Contains("invalid JSON"));
   CHECK_THAT(with([](json& j) { j["hour_sin"] = 1e300; }), Contains("request.hour_sin") && Contains("not a finite float"));
+  CHECK_THAT(with([](json& j) { j["hour_sin"] = 3e38; }), Contains("request.hour_sin") && Contains("beyond +-1e+09 (serving.max_abs_dense)"));
   std::string s = request_json(row, 1).dump();
   s.replace(s.find("\"hour_sin\":") + 11, 0, "1e999,\"x\":");
   CHECK_THAT(err(s), Contains("invalid JSON") && Contains("overflow"));

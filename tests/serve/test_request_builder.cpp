@@ -56,6 +56,7 @@ TEST_CASE("serve: RequestBuilder names the field and the expectation", "[serve][
   CHECK_THROWS_WITH(rb.set_user("user_id", 1.5), Contains("expected an integer id"));
   CHECK_THROWS_WITH(rb.set_user("user_activity", "x"), Contains("expected a number for a dense field"));
   CHECK_THROWS_WITH(rb.set_user("user_activity", 1e300), Contains("not a finite float"));
+  CHECK_THROWS_WITH(rb.set_user("user_activity", 3e38), Contains("serving.max_abs_dense"));
   CHECK_THROWS_WITH(rb.set_user("user_id", std::uint64_t{1} << 63), Contains("does not fit"));
   CHECK_THROWS_WITH(rb.set_scene(2), Contains("request scene: 2 not in [0, 2)"));
   CHECK_THROWS_WITH(rb.set_sequence("click_seq", {1, 2}, {1.0f}), Contains("1 times for 2 ids"));

@@ -106,11 +106,14 @@ struct ServingConfig {
   FusionOptions fusion;
   Index max_candidates = 10000;
   Index max_sequence_length = 10000;  // ids per sequence field in a request (longer: rejected)
+  // |dense value| in a request (larger: rejected). Finite values like 3e38 otherwise saturate the
+  // network into confident 0/1 scores; features are normalised far below this in practice.
+  double max_abs_dense = 1e9;
   ServingWeights weights = ServingWeights::f32;  // "weights": the packed-weight format of this model
 };
 
 /// Parses {"candidate_fields": [...], "fusion": {...}, "max_candidates": N, "max_sequence_length": N,
-/// "weights": "f32" | "bf16" | "int8"}. The request layout comes from the schema's field sides;
+/// "max_abs_dense": X, "weights": "f32" | "bf16" | "int8"}. The request layout comes from the schema's field sides;
 /// candidate_fields, when given, must agree with every declared side (fields without a side are
 /// user-side unless listed). With neither, layout_error says which fields lack a side.
 ServingConfig parse_serving(const nlohmann::json& j, const data::FeatureSchema& schema, const std::string& path = "serving");
