@@ -37,6 +37,10 @@ cmake -S tests/install/consumer -B build/consumer -G Ninja -DCMAKE_PREFIX_PATH="
 cmake --build build/consumer -j "$jobs"
 ./build/consumer/consumer
 
+step "Reliability suite: reload races, slowloris, bombs, quadratic inputs, kill -9, corrupt files (loopback)"
+# The Release mtrank and ranking_server probed as docs/reliability.md describes (about 2 minutes).
+python3 tests/reliability/reliability.py --build build/release
+
 step "ASan + UBSan build and tests"
 # -O1 without debug info keeps the sanitizer build fast; reports still name functions. The
 # ranking server and its tests are included (three more translation units).
@@ -57,6 +61,6 @@ TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build/tsan --output-on-failure -L 
 step "libFuzzer: safetensors, model config, CSV and request parsers (20 s each, fixed seed)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} FUZZ_JOBS=$jobs bash scripts/fuzz.sh
 
-step "All stages passed: Release tests, ISA-capped reruns, install + consumer, ASan+UBSan, TSan, fuzz"
-# set -e stops at the first failing stage, so reaching this line means all six passed.
-echo "stages: 6 passed, 0 failed"
+step "All stages passed: Release tests, ISA-capped reruns, install + consumer, reliability, ASan+UBSan, TSan, fuzz"
+# set -e stops at the first failing stage, so reaching this line means all seven passed.
+echo "stages: 7 passed, 0 failed"
