@@ -953,9 +953,12 @@ TEST_CASE("server: past --max-queue waiting connections a client gets 503 at onc
   CHECK(ra.status == 200);
   CHECK(ra.header("Connection") == "close");
   CHECK(b.read_response().status == 200);
+  // B stays open and idle; it does not keep the worker from the next client.
+  const auto t1 = SteadyClock::now();
   auto h = client(port).Get("/health");
   REQUIRE(h);
   CHECK(h->status == 200);
+  CHECK(SteadyClock::now() - t1 < Ms(1000));
   CHECK(metric(srv, "mtrank_http_errors_total{class=\"overloaded\"}") == 1);
   CHECK(metric(srv, "mtrank_http_connection_queue_depth") == 0);
 }
