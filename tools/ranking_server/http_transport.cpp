@@ -2,6 +2,7 @@
 
 #include <netdb.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,6 +14,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <list>
+#include <memory>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -35,6 +38,10 @@ constexpr auto kLingerTime = std::chrono::seconds(1);
 constexpr std::size_t kLingerBytes = 4 << 20;
 // How often a worker waiting on an idle keep-alive connection checks for queued connections.
 constexpr auto kIdleCheck = std::chrono::milliseconds(20);
+
+/// Set while a thread runs a job itself because the queue is full (the accepting thread for a new
+/// connection, the idle poller for a returning one): the job then answers 503 without blocking.
+thread_local bool tl_rejected = false;
 
 /// Milliseconds for poll(2), rounded up (a deadline 0.3 ms away must not spin).
 int poll_ms(Clock::duration d) {
@@ -96,76 +103,6 @@ std::string remote_of(socket_t sock) {
   return ip;
 }
 
-// ---- the bounded queue of accepted connections ----
-
-/// Set while the accepting thread runs a job itself because the queue is full: the job (httplib's
-/// call of process_and_close_socket) then answers 503 without blocking.
-thread_local bool tl_rejected = false;
-
-/// httplib::ThreadPool with a bound on the jobs waiting for a worker.
-class BoundedTaskQueue final : public httplib::TaskQueue {
- public:
-  BoundedTaskQueue(int threads, std::size_t max_queue, std::atomic<std::int64_t>& depth) : max_queue_(max_queue), depth_(depth) {
-    for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
-  }
-  ~BoundedTaskQueue() override = default;
-
-  void enqueue(std::function<void()> fn) override {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      // Jobs beyond the idle workers wait; at most max_queue_ of them.
-      if (jobs_.size() < idle_ + max_queue_) {
-        jobs_.push_back(std::move(fn));
-        publish();
-        cv_.notify_one();
-        return;
-      }
-    }
-    tl_rejected = true;
-    fn();
-    tl_rejected = false;
-  }
-
-  void shutdown() override {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      shutdown_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
-
- private:
-  void work() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock<std::mutex> l(mu_);
-        ++idle_;
-        cv_.wait(l, [&] { return !jobs_.empty() || shutdown_; });
-        --idle_;
-        if (jobs_.empty()) return;  // shut down with nothing left
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-        publish();
-      }
-      fn();
-    }
-  }
-  void publish() {  // under mu_
-    depth_.store(jobs_.size() > idle_ ? static_cast<std::int64_t>(jobs_.size() - idle_) : 0, std::memory_order_relaxed);
-  }
-
-  const std::size_t max_queue_;
-  std::atomic<std::int64_t>& depth_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  std::size_t idle_ = 0;
-  bool shutdown_ = false;
-  std::vector<std::thread> workers_;
-};
-
 }  // namespace
 
 // ---- one connection's stream ----
@@ -176,7 +113,7 @@ class BoundedTaskQueue final : public httplib::TaskQueue {
 class GuardedStream final : public httplib::Stream {
  public:
   enum class Phase { request_line, headers, body };
-  enum class Next { request, closed, idle_timeout, stopping };
+  enum class Next { request, closed, idle_timeout, yield, stopping };
 
   GuardedStream(socket_t sock, const GuardedHttpServer& server) : sock_(sock), server_(server) {}
 
@@ -198,8 +135,9 @@ class GuardedStream final : public httplib::Stream {
   void get_local_ip_and_port(std::string& ip, int& port) const override { socket_address(sock_, true, ip, port); }
   socket_t socket() const override { return sock_; }
 
-  /// Waits for the first byte of the next request: at most `idle`, less when the server stops.
-  Next wait_for_request(Clock::duration idle);
+  /// Waits for the first byte of the next request until `until` (idle_timeout), the server's stop
+  /// (stopping), or other connections waiting for a worker (yield: the connection is parked).
+  Next wait_for_request(Clock::time_point until);
   /// The next request starts now: its deadline is now + request_timeout.
   void begin_request();
   ReadFailure failure() const { return failure_; }
@@ -230,21 +168,20 @@ class GuardedStream final : public httplib::Stream {
   mutable int remote_port_ = -1;
 };
 
-GuardedStream::Next GuardedStream::wait_for_request(Clock::duration idle) {
+GuardedStream::Next GuardedStream::wait_for_request(Clock::time_point until) {
   if (pos_ < end_) return Next::request;  // pipelined
-  const auto until = Clock::now() + idle;
   for (;;) {
     pollfd p[2] = {{sock_, POLLIN, 0}, {server_.stop_.event_fd, POLLIN, 0}};
     if (server_.stopping()) return ::poll(p, 1, 0) > 0 ? Next::request : Next::stopping;  // a request already sent is served
     const auto now = Clock::now();
     if (now >= until) return Next::idle_timeout;
-    // An idle connection does not keep its worker while other connections wait for one: the
-    // queue is looked at every kIdleCheck (closing an idle connection is what the keep-alive
-    // timeout does too; a client that sends at that moment retries on a new connection).
-    const int r = ::poll(p, 2, poll_ms(std::min<Clock::duration>(until - now, kIdleCheck)));
+    // An idle connection keeps no worker while other connections wait for one: the queue is looked
+    // at every kIdleCheck, and the connection is parked when it is not empty.
+    const bool others_wait = server_.queue_depth() > 0;
+    const int r = ::poll(p, 2, others_wait ? 0 : poll_ms(std::min<Clock::duration>(until - now, kIdleCheck)));
     if (r < 0 && errno != EINTR) return Next::closed;
     if (r > 0 && p[0].revents) return Next::request;  // data, or EOF / error (the read reports it)
-    if (r == 0 && server_.queue_depth() > 0) return Next::idle_timeout;
+    if (r == 0 && (others_wait || server_.queue_depth() > 0)) return Next::yield;
   }
 }
 
@@ -347,25 +284,253 @@ ssize_t GuardedStream::write(const char* ptr, std::size_t size) {
   }
 }
 
-// ---- GuardedHttpServer ----
+// ---- a connection, idle connections, the queue ----
+
+/// One accepted connection, its stream and keep-alive state. Shared between the worker serving it
+/// and the idle poller holding it between requests; closed when the last owner lets go.
+struct HttpConnection {
+  HttpConnection(socket_t s, const GuardedHttpServer& server, std::size_t max_requests)
+      : sock(s), stream(s, server), requests_left(max_requests), idle_since(Clock::now()) {}
+  ~HttpConnection() {
+    if (sock != INVALID_SOCKET) {
+      ::shutdown(sock, SHUT_RDWR);
+      ::close(sock);
+    }
+  }
+  HttpConnection(const HttpConnection&) = delete;
+  HttpConnection& operator=(const HttpConnection&) = delete;
+
+  socket_t sock;  // INVALID_SOCKET once closed
+  GuardedStream stream;
+  std::size_t requests_left;
+  Clock::time_point idle_since;  // accepted, or its last response written
+  bool served = false;           // at least one request
+  bool close = false;            // close after this response
+  bool linger = false;           // input was left unread: drain it before closing
+  // Owned by the idle poller, under its mutex.
+  bool parked = false;
+  std::list<std::pair<std::shared_ptr<HttpConnection>, Clock::time_point>>::iterator parked_at;
+};
 
 namespace {
 
-struct Connection {
-  GuardedStream stream;
-  bool close = false;   // close after this response
-  bool linger = false;  // input was left unread: drain it before closing
+thread_local HttpConnection* tl_connection = nullptr;
+
+/// Holds idle keep-alive connections without a thread: one epoll thread waits for their next
+/// request, then hands them back to the queue (behind the connections already waiting), or closes
+/// them at their keep-alive timeout. cpp-httplib keeps a worker blocked on every idle connection.
+class IdlePoller {
+ public:
+  using Resume = std::function<void(std::shared_ptr<HttpConnection>)>;
+  IdlePoller(Resume resume, std::atomic<std::int64_t>& count) : resume_(std::move(resume)), count_(count) {
+    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (epoll_fd_ < 0 || wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "idle poller");
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;  // the wake-up
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~IdlePoller() {
+    stop();
+    ::close(epoll_fd_);
+    ::close(wake_fd_);
+  }
+  IdlePoller(const IdlePoller&) = delete;
+  IdlePoller& operator=(const IdlePoller&) = delete;
+
+  /// Holds `c` until its next request arrives or `expiry`. False once stopped (the caller closes it).
+  bool park(const std::shared_ptr<HttpConnection>& c, Clock::time_point expiry) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopped_) return false;
+    const bool was_empty = parked_.empty();
+    parked_.emplace_back(c, expiry);
+    c->parked_at = std::prev(parked_.end());
+    c->parked = true;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+    ev.data.ptr = c.get();
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, c->sock, &ev) != 0) {
+      take(c.get());
+      return false;
+    }
+    count_.store(static_cast<std::int64_t>(parked_.size()), std::memory_order_relaxed);
+    if (was_empty) wake();  // the poller may sleep without a timeout
+    return true;
+  }
+
+  /// Closes the idle connections; one whose next request has already arrived is handed back to be
+  /// served (the queue serves it once, with Connection: close). Idempotent.
+  void stop() {
+    std::vector<std::shared_ptr<HttpConnection>> left;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopped_) return;
+      stopped_ = true;
+      while (!parked_.empty()) left.push_back(take(parked_.front().first.get()));
+    }
+    wake();
+    thread_.join();
+    for (auto& c : left) {
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c->sock, nullptr);
+      pollfd p{c->sock, POLLIN, 0};
+      if (::poll(&p, 1, 0) > 0) resume_(std::move(c));
+    }
+  }
+
+ private:
+  // Keep-alive expiries are in park order (one timeout for all), so the front expires first.
+  void run() {
+    epoll_event events[64];
+    for (;;) {
+      int timeout = -1;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (stopped_) return;
+        if (!parked_.empty()) timeout = poll_ms(parked_.front().second - Clock::now());
+      }
+      const int n = ::epoll_wait(epoll_fd_, events, 64, timeout);
+      std::vector<std::shared_ptr<HttpConnection>> ready, expired;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (stopped_) return;  // stop() took every connection; `events` may name them
+        for (int i = 0; i < n; ++i) {
+          auto* c = static_cast<HttpConnection*>(events[i].data.ptr);
+          if (!c) {
+            std::uint64_t v;
+            while (::read(wake_fd_, &v, sizeof v) > 0) {
+            }
+          } else if (c->parked) {
+            ready.push_back(take(c));
+          }
+        }
+        const auto now = Clock::now();
+        while (!parked_.empty() && parked_.front().second <= now) expired.push_back(take(parked_.front().first.get()));
+      }
+      for (auto& c : ready) {
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c->sock, nullptr);
+        resume_(std::move(c));
+      }
+      for (auto& c : expired) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c->sock, nullptr);  // closed as `expired` goes
+    }
+  }
+  std::shared_ptr<HttpConnection> take(HttpConnection* c) {  // under mu_
+    std::shared_ptr<HttpConnection> owned = std::move(c->parked_at->first);
+    parked_.erase(c->parked_at);
+    c->parked = false;
+    count_.store(static_cast<std::int64_t>(parked_.size()), std::memory_order_relaxed);
+    return owned;
+  }
+  void wake() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  }
+
+  Resume resume_;
+  std::atomic<std::int64_t>& count_;
+  int epoll_fd_ = -1, wake_fd_ = -1;
+  std::mutex mu_;
+  std::list<std::pair<std::shared_ptr<HttpConnection>, Clock::time_point>> parked_;
+  bool stopped_ = false;
+  std::thread thread_;
 };
-thread_local Connection* tl_connection = nullptr;
+
+/// httplib::ThreadPool with a bound on the jobs waiting for a worker, and the idle poller.
+class BoundedTaskQueue final : public httplib::TaskQueue {
+ public:
+  using Serve = std::function<void(const std::shared_ptr<HttpConnection>&)>;
+  BoundedTaskQueue(int threads, std::size_t max_queue, std::atomic<std::int64_t>& depth, std::atomic<std::int64_t>& idle_count,
+                   Serve serve)
+      : max_queue_(max_queue),
+        depth_(depth),
+        serve_(std::move(serve)),
+        poller_([this](std::shared_ptr<HttpConnection> c) { enqueue([this, c] { serve_(c); }); }, idle_count) {
+    for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  }
+  ~BoundedTaskQueue() override = default;
+
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      // Jobs beyond the idle workers wait; at most max_queue_ of them.
+      if (jobs_.size() < idle_ + max_queue_) {
+        jobs_.push_back(std::move(fn));
+        publish();
+        cv_.notify_one();
+        return;
+      }
+    }
+    tl_rejected = true;
+    fn();
+    tl_rejected = false;
+  }
+
+  bool park(const std::shared_ptr<HttpConnection>& c, Clock::time_point expiry) { return poller_.park(c, expiry); }
+
+  /// After the accept loop ended: idle connections first (those with a request are queued), then
+  /// the jobs left, then the workers.
+  void shutdown() override {
+    poller_.stop();
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      shutdown_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        ++idle_;
+        cv_.wait(l, [&] { return !jobs_.empty() || shutdown_; });
+        --idle_;
+        if (jobs_.empty()) return;  // shut down with nothing left
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+        publish();
+      }
+      fn();
+    }
+  }
+  void publish() {  // under mu_
+    depth_.store(jobs_.size() > idle_ ? static_cast<std::int64_t>(jobs_.size() - idle_) : 0, std::memory_order_relaxed);
+  }
+
+  const std::size_t max_queue_;
+  std::atomic<std::int64_t>& depth_;
+  Serve serve_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::size_t idle_ = 0;
+  bool shutdown_ = false;
+  std::vector<std::thread> workers_;
+  IdlePoller poller_;  // last: stopped and joined before the members it uses go
+};
 
 }  // namespace
+
+// ---- GuardedHttpServer ----
 
 GuardedHttpServer::GuardedHttpServer(TransportLimits limits) : limits_(limits) {
   stop_.event_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stop_.event_fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   // The Keep-Alive header's timeout (whole seconds; the client must not reuse the connection later).
   keep_alive_timeout_sec_ = static_cast<time_t>(limits_.keep_alive_timeout.count() / 1000);
-  new_task_queue = [this] { return new BoundedTaskQueue(limits_.threads, limits_.max_queue, queue_depth_); };
+  // httplib closes a connection after 5 requests; with idle connections parked and the queue
+  // fair, reconnecting that often only costs handshakes.
+  keep_alive_max_count_ = 100;
+  new_task_queue = [this] {
+    auto* q = new BoundedTaskQueue(limits_.threads, limits_.max_queue, queue_depth_, idle_connections_,
+                                   [this](const std::shared_ptr<HttpConnection>& c) { serve(c); });
+    queue_ = q;
+    return q;
+  };
 }
 
 GuardedHttpServer::~GuardedHttpServer() { ::close(stop_.event_fd); }
@@ -385,7 +550,7 @@ void GuardedHttpServer::stop_within(std::chrono::milliseconds timeout) {
   stopping_.store(true, std::memory_order_release);
   const std::uint64_t one = 1;
   [[maybe_unused]] const ssize_t n = ::write(stop_.event_fd, &one, sizeof one);
-  httplib::Server::stop();  // closes the listening socket: the accept loop ends, then the workers are joined
+  httplib::Server::stop();  // closes the listening socket: the accept loop ends, then the queue shuts down
 }
 
 void GuardedHttpServer::close_after_response() {
@@ -393,8 +558,8 @@ void GuardedHttpServer::close_after_response() {
 }
 
 void GuardedHttpServer::set_connection_header(httplib::Response& res) const {
-  Connection* c = tl_connection;
-  const bool close = (c && (c->close || c->stream.failure() != ReadFailure::none)) || stopping() || queue_depth() > 0 ||
+  HttpConnection* c = tl_connection;
+  const bool close = (c && (c->close || c->stream.failure() != ReadFailure::none)) || stopping() ||
                      res.get_header_value("Connection") == "close";
   if (!close) return;
   if (c) c->close = true;
@@ -404,7 +569,7 @@ void GuardedHttpServer::set_connection_header(httplib::Response& res) const {
 }
 
 int GuardedHttpServer::failure_status() const {
-  const Connection* c = tl_connection;
+  const HttpConnection* c = tl_connection;
   if (!c) return 0;
   switch (c->stream.failure()) {
     case ReadFailure::none: return 0;
@@ -422,7 +587,7 @@ int GuardedHttpServer::failure_status() const {
 }
 
 std::string GuardedHttpServer::failure_message() const {
-  const Connection* c = tl_connection;
+  const HttpConnection* c = tl_connection;
   if (!c) return {};
   const std::string line = std::to_string(kMaxLine);
   switch (c->stream.failure()) {
@@ -460,42 +625,54 @@ void GuardedHttpServer::reject(socket_t sock, bool stopping) {
 }
 
 bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
+  serve(std::make_shared<HttpConnection>(sock, *this, keep_alive_max_count_));
+  return true;
+}
+
+void GuardedHttpServer::serve(const std::shared_ptr<HttpConnection>& c) {
   if (tl_rejected) {
-    reject(sock, false);
-    return true;
+    reject(c->sock, stopping());
+    c->sock = INVALID_SOCKET;
+    return;
   }
-  Connection c{GuardedStream(sock, *this)};
-  tl_connection = &c;
-  bool ok = false, served = false;
-  for (std::size_t count = keep_alive_max_count_; count > 0; --count) {
-    const GuardedStream::Next next = c.stream.wait_for_request(limits_.keep_alive_timeout);
+  tl_connection = c.get();
+  bool park = false;
+  while (c->requests_left > 0) {
+    const GuardedStream::Next next = c->stream.wait_for_request(c->idle_since + limits_.keep_alive_timeout);
+    if (next == GuardedStream::Next::yield) {
+      park = true;
+      break;
+    }
     if (next != GuardedStream::Next::request) {
-      if (next == GuardedStream::Next::stopping && !served) {  // taken from the queue after the stop, nothing sent yet
+      if (next == GuardedStream::Next::stopping && !c->served) {  // taken from the queue after the stop, nothing sent yet
         tl_connection = nullptr;
-        reject(sock, true);
-        return true;
+        reject(c->sock, true);
+        c->sock = INVALID_SOCKET;
+        return;
       }
       break;
     }
-    c.stream.begin_request();
-    c.close = c.linger = false;
-    const bool last = count == 1 || stopping() || svr_sock_ == INVALID_SOCKET;
+    c->stream.begin_request();
+    c->close = c->linger = false;
+    const bool last = c->requests_left == 1 || stopping() || svr_sock_ == INVALID_SOCKET;
     bool closed_by_client = false;
-    ok = process_request(c.stream, last, closed_by_client, nullptr);
-    served = true;
-    const ReadFailure f = c.stream.failure();
-    if (f != ReadFailure::none && !c.stream.wrote()) {
+    const bool ok = process_request(c->stream, last, closed_by_client, nullptr);
+    c->served = true;
+    --c->requests_left;
+    c->idle_since = Clock::now();
+    const ReadFailure f = c->stream.failure();
+    if (f != ReadFailure::none && !c->stream.wrote()) {
       // Cut off in the request line, where httplib answers nothing.
       TransportResponse r{failure_status(),
-                          f == ReadFailure::deadline   ? "deadline"
-                          : f == ReadFailure::stopping ? "stopping"
+                          f == ReadFailure::deadline        ? "deadline"
+                          : f == ReadFailure::stopping      ? "stopping"
                           : f == ReadFailure::line_too_long ? "line_too_long"
                                                             : "head_too_large",
                           failure_message(), ""};
       int port = -1;
-      c.stream.get_remote_ip_and_port(r.remote, port);
+      c->stream.get_remote_ip_and_port(r.remote, port);
       const std::string text = fixed_response(r.status, r.message);
-      httplib::Stream& s = c.stream;
+      httplib::Stream& s = c->stream;
       for (std::size_t off = 0; off < text.size();) {
         const ssize_t n = s.write(text.data() + off, text.size() - off);
         if (n <= 0) break;
@@ -505,29 +682,33 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
     }
     // A cap hit means the client is still sending its line: drain it so that it reads the answer.
     // A client past its deadline (or a stop) is not waited for any longer.
-    if (f == ReadFailure::line_too_long || f == ReadFailure::head_too_large) c.linger = true;
-    if (f == ReadFailure::deadline || f == ReadFailure::stopping) c.linger = false;
-    if (!ok || closed_by_client || last || c.close || f != ReadFailure::none) break;
+    if (f == ReadFailure::line_too_long || f == ReadFailure::head_too_large) c->linger = true;
+    if (f == ReadFailure::deadline || f == ReadFailure::stopping) c->linger = false;
+    if (!ok || closed_by_client || last || c->close || f != ReadFailure::none) break;
+    if (queue_depth() > 0) {  // others wait: this connection's next request queues behind them
+      park = true;
+      break;
+    }
   }
   tl_connection = nullptr;
+  if (park && static_cast<BoundedTaskQueue*>(queue_.load(std::memory_order_acquire))
+                  ->park(c, c->idle_since + limits_.keep_alive_timeout))
+    return;
 
-  if (c.linger) {
-    ::shutdown(sock, SHUT_WR);
+  if (c->linger) {
+    ::shutdown(c->sock, SHUT_WR);
     auto until = Clock::now() + kLingerTime;
     if (stopping()) until = std::min(until, from_ns(stop_.deadline_ns.load(std::memory_order_relaxed)));
     char buf[16384];
     for (std::size_t drained = 0; drained < kLingerBytes;) {
-      pollfd p{sock, POLLIN, 0};
+      pollfd p{c->sock, POLLIN, 0};
       if (::poll(&p, 1, poll_ms(until - Clock::now())) <= 0) break;
-      const ssize_t n = ::recv(sock, buf, sizeof buf, MSG_DONTWAIT);
+      const ssize_t n = ::recv(c->sock, buf, sizeof buf, MSG_DONTWAIT);
       if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) break;
       if (n > 0) drained += static_cast<std::size_t>(n);
     }
-  } else {
-    ::shutdown(sock, SHUT_RDWR);
   }
-  ::close(sock);
-  return ok;
+  // The last owner closes it (usually here, as `c` goes).
 }
 
 }  // namespace mtrank::server

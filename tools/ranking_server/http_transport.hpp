@@ -3,10 +3,10 @@
 //
 // cpp-httplib 0.11 reads a request with a timeout per read call (a client sending one byte every
 // few seconds holds a worker for ever), listens with a backlog of 5, queues accepted connections
-// without bound, and its stop() waits for every connection without a deadline. GuardedHttpServer
-// replaces the per-connection part (httplib::Server::process_and_close_socket, a private virtual)
-// and the task queue; request parsing, routing and response writing stay httplib's
-// (Server::process_request):
+// without bound, keeps a worker blocked on every idle keep-alive connection, and its stop() waits
+// for every connection without a deadline. GuardedHttpServer replaces the per-connection part
+// (httplib::Server::process_and_close_socket, a private virtual) and the task queue; request
+// parsing, routing and response writing stay httplib's (Server::process_request):
 //
 //   - every request must arrive in full (request line, headers, body) within request_timeout from
 //     its first byte, and its response must be written within request_timeout too; a request cut
@@ -16,9 +16,10 @@
 //   - the listening socket gets `backlog` (listen(2) again after bind: Linux updates it), and
 //     accepted connections wait for a worker in a queue of at most `max_queue`; past that the
 //     accepting thread answers 503 with Retry-After and closes the connection at once;
-//   - while connections wait, responses carry "Connection: close" and idle keep-alive connections
-//     are closed (within 20 ms), so that a worker moves on to the next connection instead of
-//     serving (or waiting on) one client's keep-alive connection;
+//   - while connections wait for a worker, a worker does not stay with one keep-alive connection:
+//     after a response, or when the connection has been idle for 20 ms, the connection is parked
+//     with an epoll thread (no worker) and queues again, behind the others, when its next request
+//     arrives; idle connections are closed at keep_alive_timeout;
 //   - stop_within(t) stops accepting, lets requests in flight finish for t, then cuts their reads
 //     off (503); idle keep-alive connections are closed at once.
 //
@@ -33,9 +34,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace mtrank::server {
+
+struct HttpConnection;  // http_transport.cpp
 
 struct TransportLimits {
   int threads = 4;                // workers: each serves one connection at a time
@@ -82,8 +86,10 @@ class GuardedHttpServer : public httplib::Server {
   void stop_within(std::chrono::milliseconds timeout);
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
 
-  /// Accepted connections waiting for a worker now.
+  /// Accepted connections waiting for a worker now (new ones and idle ones with a request).
   std::int64_t queue_depth() const { return queue_depth_.load(std::memory_order_relaxed); }
+  /// Idle keep-alive connections parked without a worker now.
+  std::int64_t idle_connections() const { return idle_connections_.load(std::memory_order_relaxed); }
 
   // ---- for handlers, on the worker thread serving the request ----
 
@@ -104,6 +110,8 @@ class GuardedHttpServer : public httplib::Server {
 
  private:
   bool process_and_close_socket(socket_t sock) override;
+  /// Serves requests on `c` until it closes, or parks it while other connections wait.
+  void serve(const std::shared_ptr<HttpConnection>& c);
   void reject(socket_t sock, bool stopping);
 
   struct Stop {
@@ -116,6 +124,8 @@ class GuardedHttpServer : public httplib::Server {
   std::atomic<bool> stopping_{false};
   Stop stop_;
   std::atomic<std::int64_t> queue_depth_{0};
+  std::atomic<std::int64_t> idle_connections_{0};
+  std::atomic<httplib::TaskQueue*> queue_{nullptr};  // the listener's (a BoundedTaskQueue), for parking
 };
 
 }  // namespace mtrank::server

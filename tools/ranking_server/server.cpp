@@ -709,8 +709,10 @@ std::string RankingServer::Impl::metrics_text() const {
                  static_cast<double>(m.errors[k].value()));
   write_header(out, "mtrank_http_requests_in_flight", "Requests being handled now.", "gauge");
   write_sample(out, "mtrank_http_requests_in_flight", "", static_cast<double>(m.in_flight.load(std::memory_order_relaxed)));
-  write_header(out, "mtrank_http_connection_queue_depth", "Accepted connections waiting for a worker.", "gauge");
+  write_header(out, "mtrank_http_connection_queue_depth", "Connections waiting for a worker (new, or idle ones with a request).", "gauge");
   write_sample(out, "mtrank_http_connection_queue_depth", "", static_cast<double>(http.queue_depth()));
+  write_header(out, "mtrank_http_idle_connections", "Idle keep-alive connections held without a worker.", "gauge");
+  write_sample(out, "mtrank_http_idle_connections", "", static_cast<double>(http.idle_connections()));
   write_histogram(out, "mtrank_score_latency_seconds",
                   "POST /score latency in seconds, from the request headers read to the response ready (errors included).",
                   m.latency);

@@ -922,7 +922,7 @@ TEST_CASE("server: slow clients get 408 at --request-timeout and free their work
   CHECK(c.wait_closed());
 }
 
-TEST_CASE("server: past --max-queue waiting connections a client gets 503 at once; the server recovers", "[server][limits]") {
+TEST_CASE("server: past --max-queue waiting connections a client gets 503 at once; idle connections keep no worker", "[server][limits]") {
   const auto dir = mtrank::testing::temp_dir("server_queue");
   write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
   auto o = options(dir / "model.safetensors");
@@ -954,20 +954,63 @@ TEST_CASE("server: past --max-queue waiting connections a client gets 503 at onc
   CHECK_THAT(rc.error(), Contains("server busy: 1 connections already waiting for a worker (--max-queue)"));
   CHECK(c.wait_closed());
 
-  // A finishes: answered, and closed (B is waiting); then B is served.
+  // A finishes: answered and kept open, but parked without a worker since B waits; B is served.
   REQUIRE(a.send_all(body.substr(body.size() / 2)));
   const RawResponse ra = a.read_response();
   CHECK(ra.status == 200);
-  CHECK(ra.header("Connection") == "close");
+  CHECK(ra.header("Connection") != "close");
   CHECK(b.read_response().status == 200);
-  // B stays open and idle; it does not keep the worker from the next client.
+  CHECK(metric(srv, "mtrank_http_idle_connections") == 1);  // A
+  // B stays open and idle with the worker; it gives the worker up to the next client at once.
   const auto t1 = SteadyClock::now();
   auto h = client(port).Get("/health");
   REQUIRE(h);
   CHECK(h->status == 200);
   CHECK(SteadyClock::now() - t1 < Ms(1000));
+  REQUIRE(wait_until([&] { return metric(srv, "mtrank_http_idle_connections") == 2; }));  // A and B
+  // A's next request: the idle poller hands A back to a worker.
+  REQUIRE(a.send_all(health));
+  CHECK(a.read_response().status == 200);
   CHECK(metric(srv, "mtrank_http_errors_total{class=\"overloaded\"}") == 1);
   CHECK(metric(srv, "mtrank_http_connection_queue_depth") == 0);
+}
+
+TEST_CASE("server: idle keep-alive connections are closed at --keep-alive-timeout, and at once by stop()", "[server][limits]") {
+  const auto dir = mtrank::testing::temp_dir("server_keep_alive");
+  write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
+  auto o = options(dir / "model.safetensors");
+  o.threads = 1;
+  o.keep_alive_timeout = 0.5;
+  server::RankingServer srv(o);
+  const int port = srv.start();
+  const std::string health = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+
+  // X keeps the only worker while idle, until Y arrives: X is parked, Y served at once.
+  RawConn x(port), y(port);
+  REQUIRE(x.send_all(health));
+  CHECK(x.read_response().status == 200);
+  REQUIRE(y.send_all(health));
+  CHECK(y.read_response(Ms(1000)).status == 200);
+  CHECK(metric(srv, "mtrank_http_idle_connections") == 1);
+  // Both closed at the keep-alive timeout: X by the idle poller, Y by its worker.
+  const auto t0 = SteadyClock::now();
+  CHECK(x.wait_closed());
+  CHECK(y.wait_closed());
+  CHECK(SteadyClock::now() - t0 < Ms(1500));
+  CHECK(metric(srv, "mtrank_http_idle_connections") == 0);
+
+  // Idle connections, parked or with the worker, do not delay a stop (shutdown_timeout is 10 s).
+  RawConn p1(port), p2(port);
+  REQUIRE(p1.send_all(health));
+  CHECK(p1.read_response().status == 200);
+  REQUIRE(p2.send_all(health));
+  CHECK(p2.read_response().status == 200);
+  CHECK(metric(srv, "mtrank_http_idle_connections") == 1);
+  const auto t1 = SteadyClock::now();
+  srv.stop();
+  CHECK(SteadyClock::now() - t1 < Ms(1000));
+  CHECK(p1.wait_closed(Ms(100)));
+  CHECK(p2.wait_closed(Ms(100)));
 }
 
 TEST_CASE("server: stop() lets requests in flight finish until --shutdown-timeout, then cuts them off", "[server][limits]") {
