@@ -467,6 +467,16 @@ class BoundedTaskQueue final : public httplib::TaskQueue {
   }
 
   bool park(const std::shared_ptr<HttpConnection>& c, Clock::time_point expiry) { return poller_.park(c, expiry); }
+  /// Queues a connection that was served already, behind the others; false when the queue is full
+  /// (it is not refused: the caller parks it).
+  bool requeue(const std::shared_ptr<HttpConnection>& c) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (jobs_.size() >= idle_ + max_queue_) return false;
+    jobs_.push_back([this, c] { serve_(c); });
+    publish();
+    cv_.notify_one();
+    return true;
+  }
 
   /// After the accept loop ended: idle connections first (those with a request are queued), then
   /// the jobs left, then the workers.
@@ -636,11 +646,11 @@ void GuardedHttpServer::serve(const std::shared_ptr<HttpConnection>& c) {
     return;
   }
   tl_connection = c.get();
-  bool park = false;
+  enum class Then { close, requeue, park } then = Then::close;
   while (c->requests_left > 0) {
     const GuardedStream::Next next = c->stream.wait_for_request(c->idle_since + limits_.keep_alive_timeout);
     if (next == GuardedStream::Next::yield) {
-      park = true;
+      then = Then::park;
       break;
     }
     if (next != GuardedStream::Next::request) {
@@ -685,15 +695,17 @@ void GuardedHttpServer::serve(const std::shared_ptr<HttpConnection>& c) {
     if (f == ReadFailure::line_too_long || f == ReadFailure::head_too_large) c->linger = true;
     if (f == ReadFailure::deadline || f == ReadFailure::stopping) c->linger = false;
     if (!ok || closed_by_client || last || c->close || f != ReadFailure::none) break;
-    if (queue_depth() > 0) {  // others wait: this connection's next request queues behind them
-      park = true;
+    if (queue_depth() > 0) {  // others wait: this connection's next request waits behind them
+      then = Then::requeue;
       break;
     }
   }
   tl_connection = nullptr;
-  if (park && static_cast<BoundedTaskQueue*>(queue_.load(std::memory_order_acquire))
-                  ->park(c, c->idle_since + limits_.keep_alive_timeout))
-    return;
+  // Back in the queue, the next request has usually arrived by its turn (no hand-off through the
+  // poller); a connection still idle then is parked (wait_for_request yields).
+  auto* queue = static_cast<BoundedTaskQueue*>(queue_.load(std::memory_order_acquire));
+  if (then == Then::requeue && queue->requeue(c)) return;
+  if (then != Then::close && queue->park(c, c->idle_since + limits_.keep_alive_timeout)) return;
 
   if (c->linger) {
     ::shutdown(c->sock, SHUT_WR);

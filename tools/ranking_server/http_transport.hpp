@@ -17,9 +17,10 @@
 //     accepted connections wait for a worker in a queue of at most `max_queue`; past that the
 //     accepting thread answers 503 with Retry-After and closes the connection at once;
 //   - while connections wait for a worker, a worker does not stay with one keep-alive connection:
-//     after a response, or when the connection has been idle for 20 ms, the connection is parked
-//     with an epoll thread (no worker) and queues again, behind the others, when its next request
-//     arrives; idle connections are closed at keep_alive_timeout;
+//     after a response the connection goes to the back of the queue, and one that has been idle
+//     for 20 ms (or has no request when its turn comes) is parked with an epoll thread (no worker)
+//     until its next request arrives, then queued again; idle connections are closed at
+//     keep_alive_timeout;
 //   - stop_within(t) stops accepting, lets requests in flight finish for t, then cuts their reads
 //     off (503); idle keep-alive connections are closed at once.
 //

@@ -960,7 +960,7 @@ TEST_CASE("server: past --max-queue waiting connections a client gets 503 at onc
   CHECK(ra.status == 200);
   CHECK(ra.header("Connection") != "close");
   CHECK(b.read_response().status == 200);
-  CHECK(metric(srv, "mtrank_http_idle_connections") == 1);  // A
+  CHECK(wait_until([&] { return metric(srv, "mtrank_http_idle_connections") == 1; }));  // A
   // B stays open and idle with the worker; it gives the worker up to the next client at once.
   const auto t1 = SteadyClock::now();
   auto h = client(port).Get("/health");
@@ -985,13 +985,13 @@ TEST_CASE("server: idle keep-alive connections are closed at --keep-alive-timeou
   const int port = srv.start();
   const std::string health = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
-  // X keeps the only worker while idle, until Y arrives: X is parked, Y served at once.
+  // X keeps the only worker while idle, until Y's request arrives: X is parked, Y served at once.
   RawConn x(port), y(port);
   REQUIRE(x.send_all(health));
   CHECK(x.read_response().status == 200);
   REQUIRE(y.send_all(health));
   CHECK(y.read_response(Ms(1000)).status == 200);
-  CHECK(metric(srv, "mtrank_http_idle_connections") == 1);
+  CHECK(wait_until([&] { return metric(srv, "mtrank_http_idle_connections") == 1; }));
   // Both closed at the keep-alive timeout: X by the idle poller, Y by its worker.
   const auto t0 = SteadyClock::now();
   CHECK(x.wait_closed());
@@ -1005,7 +1005,7 @@ TEST_CASE("server: idle keep-alive connections are closed at --keep-alive-timeou
   CHECK(p1.read_response().status == 200);
   REQUIRE(p2.send_all(health));
   CHECK(p2.read_response().status == 200);
-  CHECK(metric(srv, "mtrank_http_idle_connections") == 1);
+  CHECK(wait_until([&] { return metric(srv, "mtrank_http_idle_connections") == 1; }));
   const auto t1 = SteadyClock::now();
   srv.stop();
   CHECK(SteadyClock::now() - t1 < Ms(1000));
