@@ -8,8 +8,9 @@
 //
 // Prints the address it listens on (http://host:port) as one line on stdout once it accepts
 // connections; logs go to stderr. SIGINT/SIGTERM stop it: it stops accepting, lets the requests
-// in flight finish within --shutdown-timeout (then cuts them off) and exits 0. Exit codes: 0 stopped by a signal (or --help), 1 runtime error
-// (the model cannot be loaded or served, the address cannot be bound), 2 usage error.
+// in flight finish within --shutdown-timeout (then cuts them off) and exits 0. Exit codes: 0
+// stopped by a signal (or --help), 1 runtime error (the model cannot be loaded or served, the
+// address cannot be bound), 2 usage error.
 #include <CLI/CLI.hpp>
 
 #include <charconv>

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <strings.h>
 #include <thread>
 
@@ -399,8 +400,10 @@ void RankingServer::Impl::score(const httplib::Request& req, httplib::Response& 
       refuse(status, http.failure_message());
     } else {
       const std::string enc = req.get_header_value("Content-Encoding");
-      refuse(400, "request: body ended early or could not be decoded (" +
-                      (enc.empty() || enc == "identity" ? std::string("chunked framing") : enc + " data") + ")");
+      std::string msg = req.has_header("Transfer-Encoding") ? "request: chunked body incomplete or malformed"
+                                                            : "request: body shorter than its Content-Length";
+      if (!enc.empty() && enc != "identity") msg += ", or not valid " + enc + " data";
+      refuse(400, msg);
     }
     return;
   }
@@ -644,12 +647,11 @@ void RankingServer::Impl::on_transport_response(const TransportResponse& r) {
   if (std::strcmp(r.reason, "queue_full") == 0) {
     // Possibly thousands a second, on the accepting thread: one log line a second at most.
     m.unlogged_rejections.fetch_add(1, std::memory_order_relaxed);
-    const std::int64_t now = Clock::now().time_since_epoch().count();
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
     std::int64_t last = m.last_overload_log_ns.load(std::memory_order_relaxed);
-    if (now - last >= std::chrono::nanoseconds(std::chrono::seconds(1)).count() &&
-        m.last_overload_log_ns.compare_exchange_strong(last, now, std::memory_order_relaxed))
-      log->warn("event=overload rejected={} max_queue={} threads={} (503 with Retry-After: connections waited for a worker)",
-                m.unlogged_rejections.exchange(0, std::memory_order_relaxed), o.max_queue, o.threads);
+    if (now - last >= std::int64_t(1000000000) && m.last_overload_log_ns.compare_exchange_strong(last, now, std::memory_order_relaxed))
+      log->warn("event=overload rejected={} max_queue={} threads={}", m.unlogged_rejections.exchange(0, std::memory_order_relaxed),
+                o.max_queue, o.threads);
     return;
   }
   if (access) {

@@ -799,6 +799,15 @@ TEST_CASE("server: compressed bodies are limited after decompression (gzip and b
       CHECK(r.status == 200);
       CHECK(r.body == plain->body);
     }
+    // Data that does not decompress: a 400 naming the encoding.
+    {
+      const std::string junk = "this is not compressed";
+      RawConn c(port);
+      REQUIRE(c.send_all(post_head("/score", "Content-Encoding: " + enc + "\r\nContent-Length: " + std::to_string(junk.size()) + "\r\n") + junk));
+      const RawResponse r = c.read_response();
+      CHECK(r.status == 400);
+      CHECK_THAT(r.error(), Contains("not valid " + enc + " data"));
+    }
     // 64 MiB of JSON whitespace in a few KiB: refused once 1 MiB is decompressed.
     const std::string bomb = compress(enc, "{", std::size_t(64) << 20);
     CAPTURE(bomb.size());
