@@ -3,11 +3,14 @@
 //   ranking_server --checkpoint model.safetensors [--host 127.0.0.1] [--port 8080] [--threads 4]
 //                  [--max-body 1048576] [--allow-reload] [--weight-format f32|bf16|int8]
 //                  [--log-level info] [--access-log on|off|FILE]
+//                  [--request-timeout 10] [--keep-alive-timeout 5] [--backlog 1024]
+//                  [--max-queue 1024] [--shutdown-timeout 10]
 //
 // Prints the address it listens on (http://host:port) as one line on stdout once it accepts
-// connections; logs go to stderr. SIGINT/SIGTERM stop it: it stops accepting, finishes the
-// requests in flight and exits 0. Exit codes: 0 stopped by a signal (or --help), 1 runtime error
-// (the model cannot be loaded or served, the address cannot be bound), 2 usage error.
+// connections; logs go to stderr. SIGINT/SIGTERM stop it: it stops accepting, lets the requests
+// in flight finish within --shutdown-timeout (then cuts them off) and exits 0. Exit codes: 0
+// stopped by a signal (or --help), 1 runtime error (the model cannot be loaded or served, the
+// address cannot be bound), 2 usage error.
 #include <CLI/CLI.hpp>
 
 #include <charconv>
@@ -32,6 +35,22 @@ CLI::Validator integer_in(long long lo, long long hi, const std::string& what) {
         long long v = 0;
         const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
         if (r.ec != std::errc() || r.ptr != s.data() + s.size() || v < lo || v > hi) return "expected " + what + ", got '" + s + "'";
+        return {};
+      },
+      "");
+}
+
+/// Seconds, checked on the text ("--request-timeout: expected seconds in 0.001..3600, got '0'").
+CLI::Validator seconds_in(double lo, double hi) {
+  auto text = [](double v) {
+    char buf[32];
+    return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+  };
+  return CLI::Validator(
+      [lo, hi, range = text(lo) + ".." + text(hi)](std::string& s) -> std::string {
+        double v = 0;
+        const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+        if (r.ec != std::errc() || r.ptr != s.data() + s.size() || !(v >= lo && v <= hi)) return "expected seconds in " + range + ", got '" + s + "'";
         return {};
       },
       "");
@@ -71,6 +90,22 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"off", "error", "warn", "info", "debug"}))
       ->capture_default_str();
   app.add_option("--access-log", o.access_log, "one line per request: on (stderr) | off | FILE (appended)")->capture_default_str();
+  app.add_option("--request-timeout", o.request_timeout,
+                 "seconds for a whole request (line, headers, body) from its first byte, and for its response; 408 after")
+      ->check(seconds_in(0.001, 3600))
+      ->capture_default_str();
+  app.add_option("--keep-alive-timeout", o.keep_alive_timeout, "seconds an idle connection is kept for its next request")
+      ->check(seconds_in(0, 3600))
+      ->capture_default_str();
+  app.add_option("--backlog", o.backlog, "listen backlog: connections the kernel holds before accept (capped by net.core.somaxconn)")
+      ->check(integer_in(1, 65535, "an integer in 1..65535"))
+      ->capture_default_str();
+  app.add_option("--max-queue", o.max_queue, "accepted connections waiting for a worker; one more gets 503 with Retry-After")
+      ->check(integer_in(0, 1000000, "an integer in 0..1000000"))
+      ->capture_default_str();
+  app.add_option("--shutdown-timeout", o.shutdown_timeout, "seconds SIGINT/SIGTERM lets requests in flight finish before cutting them off")
+      ->check(seconds_in(0, 3600))
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);

@@ -7,12 +7,19 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <optional>
+#include <string_view>
+#include <strings.h>
 #include <thread>
 
+#include "http_transport.hpp"
 #include "metrics.hpp"
 #include "mtrank/core/error.hpp"
 #include "mtrank/serve/predictor.hpp"
@@ -45,6 +52,85 @@ std::string logfmt_value(const std::string& s) {
   return bare ? s : json_quoted(s);
 }
 
+/// Offset of the first byte that is not well-formed UTF-8 (RFC 3629: no overlong forms, no
+/// surrogates, nothing above U+10FFFF), or npos.
+std::size_t invalid_utf8_at(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+  while (i < n) {
+    if (i + 8 <= n) {  // ASCII eight bytes at a time (request bodies are mostly ASCII)
+      std::uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      if ((w & 0x8080808080808080ull) == 0) {
+        i += 8;
+        continue;
+      }
+    }
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c >= 0xE1 && c <= 0xEF) len = 3;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    else return i;
+    if (i + len > n || p[i + 1] < lo || p[i + 1] > hi) return i;
+    for (std::size_t k = 2; k < len; ++k)
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+std::string seconds_text(double s) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, s);
+  return std::string(buf, r.ptr);
+}
+
+std::chrono::milliseconds to_ms(double seconds) { return std::chrono::milliseconds(std::llround(seconds * 1000.0)); }
+
+/// Checks the options that need no file (throws mtrank::Error naming the field and the expectation).
+ServerOptions checked(ServerOptions o) {
+  const bool files = !o.config.empty() || !o.weights.empty();
+  if (o.checkpoint.empty() ? (o.config.empty() || o.weights.empty()) : files)
+    fail("give a checkpoint, or a config and a weights file (not both)");
+  if (o.port < 0 || o.port > 65535) fail("port: expected 0..65535, got ", o.port);
+  if (o.threads < 1) fail("threads: expected at least 1, got ", o.threads);
+  if (o.max_body < 1) fail("max_body: expected a positive number of bytes");
+  auto seconds = [](const char* name, double v, double lo) {
+    if (!(v >= lo && v <= 3600)) fail(name, ": expected seconds in ", seconds_text(lo), "..3600, got ", seconds_text(v));
+  };
+  seconds("request_timeout", o.request_timeout, 0.001);
+  seconds("keep_alive_timeout", o.keep_alive_timeout, 0);
+  seconds("shutdown_timeout", o.shutdown_timeout, 0);
+  if (o.backlog < 1 || o.backlog > 65535) fail("backlog: expected 1..65535, got ", o.backlog);
+  if (o.max_queue > 1000000) fail("max_queue: expected 0..1000000, got ", o.max_queue);
+  return o;
+}
+
+TransportLimits transport_limits(const ServerOptions& o) {
+  return {.threads = o.threads,
+          .max_queue = o.max_queue,
+          .backlog = o.backlog,
+          .request_timeout = to_ms(o.request_timeout),
+          .keep_alive_timeout = to_ms(o.keep_alive_timeout)};
+}
+
+/// A refusal before the body is read: status and message.
+struct Refusal {
+  int status;
+  std::string message;
+};
+
 spdlog::level::level_enum log_level(const std::string& s) {
   if (s == "off") return spdlog::level::off;
   if (s == "error") return spdlog::level::err;
@@ -65,8 +151,18 @@ Endpoint endpoint_of(const std::string& path) {
   return kOther;
 }
 
-enum ErrorClass { kBadRequest, kTooLarge, kInternal, kNumErrorClasses };
-constexpr const char* kErrorClassNames[kNumErrorClasses] = {"bad_request", "too_large", "internal"};
+enum ErrorClass { kBadRequest, kTooLarge, kInternal, kTimeout, kOverloaded, kNumErrorClasses };
+constexpr const char* kErrorClassNames[kNumErrorClasses] = {"bad_request", "too_large", "internal", "timeout", "overloaded"};
+
+/// The error class of a status, or kNumErrorClasses (404, 405, 403, ... count only by endpoint).
+ErrorClass error_class(int status) {
+  if (status == 400) return kBadRequest;
+  if (status == 413) return kTooLarge;
+  if (status == 408) return kTimeout;
+  if (status == 503) return kOverloaded;
+  if (status >= 500) return kInternal;
+  return kNumErrorClasses;
+}
 
 struct Metrics {
   Counter requests[kNumEndpoints][5];  // by endpoint and status class 1xx .. 5xx
@@ -79,6 +175,9 @@ struct Metrics {
   Counter reloads_ok, reloads_failed;
   Gauge last_reload_time, last_reload_success;
   double start_time = unix_now();
+  // Queue-full rejections not yet reported by an event=overload log line (at most one a second).
+  std::atomic<std::uint64_t> unlogged_rejections{0};
+  std::atomic<std::int64_t> last_overload_log_ns{0};
 };
 
 /// Counts a request in flight for the scope of a handler.
@@ -99,11 +198,13 @@ struct RequestContext {
   Clock::time_point start;
   bool started = false;
   long candidates = -1;    // scored candidates (successful /score only)
+  long bytes_in = -1;      // the body received (after decompression), when it was read
   std::string request_id;  // JSON text as sent, "" when none
   std::string error;       // the message of a failed request
   void reset() {
     started = false;
     candidates = -1;
+    bytes_in = -1;
     request_id.clear();
     error.clear();
   }
@@ -116,7 +217,8 @@ struct ScoreState {
   serve::Request request;
   serve::RequestEcho echo;
   serve::Predictor::Session session;
-  std::string body;
+  std::string request_body;  // decompressed, de-chunked, at most max_body
+  std::string body;          // the response
 };
 thread_local ScoreState tl_score;
 
@@ -139,7 +241,7 @@ struct RankingServer::Impl {
   std::shared_ptr<const ModelVersion> model;
   std::mutex reload_mu;  // one reload at a time
 
-  httplib::Server svr;
+  GuardedHttpServer http;
   std::mutex life_mu;  // start / stop
   std::thread listener;
   std::atomic<bool> listening{false};
@@ -154,19 +256,15 @@ struct RankingServer::Impl {
   std::shared_ptr<const ModelVersion> load(std::uint64_t version) const;
   std::shared_ptr<const ModelVersion> reload_model();
   void install_routes();
-  void on_response(const httplib::Request& req, const httplib::Response& res);
-  void score(const httplib::Request& req, httplib::Response& res);
+  void on_response(const httplib::Request& req, httplib::Response& res);
+  void on_transport_response(const TransportResponse& r);
+  std::optional<Refusal> check_score_body(const httplib::Request& req) const;
+  void score(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read_body);
   void handle_reload(httplib::Response& res);
   std::string metrics_text() const;
 };
 
-RankingServer::Impl::Impl(ServerOptions options) : o(std::move(options)) {
-  const bool files = !o.config.empty() || !o.weights.empty();
-  if (o.checkpoint.empty() ? (o.config.empty() || o.weights.empty()) : files)
-    fail("give a checkpoint, or a config and a weights file (not both)");
-  if (o.port < 0 || o.port > 65535) fail("port: expected 0..65535, got ", o.port);
-  if (o.threads < 1) fail("threads: expected at least 1, got ", o.threads);
-  if (o.max_body < 1) fail("max_body: expected a positive number of bytes");
+RankingServer::Impl::Impl(ServerOptions options) : o(checked(std::move(options))), http(transport_limits(o)) {
   const auto level = log_level(o.log_level);
 
   auto err_sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
@@ -241,15 +339,87 @@ std::shared_ptr<const ModelVersion> RankingServer::Impl::reload_model() {
   return next;
 }
 
-void RankingServer::Impl::score(const httplib::Request& req, httplib::Response& res) {
+std::optional<Refusal> RankingServer::Impl::check_score_body(const httplib::Request& req) const {
+  // The body must have a length or chunks (httplib would otherwise read until the connection
+  // closes), one framing only (both is how requests are smuggled past proxies), and an encoding
+  // httplib decodes (it passes any other through as if it were identity).
+  const std::size_t te_count = req.get_header_value_count("Transfer-Encoding");
+  const std::size_t cl_count = req.get_header_value_count("Content-Length");
+  if (te_count > 0) {
+    const std::string te = req.get_header_value("Transfer-Encoding");
+    if (cl_count > 0) return Refusal{400, "request: both Transfer-Encoding and Content-Length given (send one)"};
+    if (te_count > 1 || ::strcasecmp(te.c_str(), "chunked") != 0)
+      return Refusal{501, "request: Transfer-Encoding '" + te + "' is not supported (only chunked)"};
+  } else if (cl_count == 0) {
+    return Refusal{411, "request: POST /score needs a Content-Length or a chunked body"};
+  } else {
+    const std::string cl = req.get_header_value("Content-Length");
+    std::uint64_t n = 0;
+    const auto r = std::from_chars(cl.data(), cl.data() + cl.size(), n);
+    if (cl_count > 1 || cl.empty() || r.ec != std::errc() || r.ptr != cl.data() + cl.size())
+      return Refusal{400, "request: invalid Content-Length '" + cl + "' (expected one decimal number of bytes)"};
+    if (n > o.max_body)
+      return Refusal{413, "request: body of " + cl + " bytes is over the limit of " + std::to_string(o.max_body) + " bytes (--max-body)"};
+  }
+  const std::string enc = req.get_header_value("Content-Encoding");
+  if (req.get_header_value_count("Content-Encoding") > 1 ||
+      !(enc.empty() || enc == "identity" || enc == "gzip" || enc == "deflate" || enc == "br"))
+    return Refusal{415, "request: Content-Encoding '" + enc + "' is not supported (identity, gzip, deflate or br)"};
+  return std::nullopt;
+}
+
+void RankingServer::Impl::score(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read_body) {
   InFlight in_flight(m.in_flight);
   ScoreState& t = tl_score;
   RequestContext& c = tl_request;
+  // The body as httplib hands it over, de-chunked and decompressed, counted as it arrives:
+  // neither a chunked nor a compressed body is bounded by its Content-Length.
+  t.request_body.clear();
+  bool over_limit = false;
+  const bool complete = read_body([&](const char* data, std::size_t n) {
+    if (n > o.max_body - t.request_body.size()) {
+      over_limit = true;
+      return false;
+    }
+    t.request_body.append(data, n);
+    return true;
+  });
+  c.bytes_in = static_cast<long>(t.request_body.size());
+  auto refuse = [&](int status, const std::string& msg) {
+    res.status = status;
+    c.error = msg;
+    res.set_content(error_json(msg), "application/json");
+    log->debug("event=bad_request status={} error={}", status, json_quoted(msg));
+  };
+  if (!complete) {
+    GuardedHttpServer::close_after_response();  // the rest of the body is unread
+    if (over_limit) {
+      refuse(413, "request: body over the limit of " + std::to_string(o.max_body) +
+                      " bytes (--max-body; counted after decompression and de-chunking)");
+    } else if (const int status = http.failure_status()) {
+      refuse(status, http.failure_message());
+    } else {
+      const std::string enc = req.get_header_value("Content-Encoding");
+      std::string msg = req.has_header("Transfer-Encoding") ? "request: chunked body incomplete or malformed"
+                                                            : "request: body shorter than its Content-Length";
+      if (!enc.empty() && enc != "identity") msg += ", or not valid " + enc + " data";
+      refuse(400, msg);
+    }
+    return;
+  }
+  const std::string& body = t.request_body;
+  if (const std::size_t at = invalid_utf8_at(body); at != std::string_view::npos) {
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned char>(body[at]));
+    refuse(400, "request: body is not valid UTF-8 at byte " + std::to_string(at) + " (" + byte + "); send JSON in UTF-8");
+    return;
+  }
+
   const std::shared_ptr<const ModelVersion> v = current();  // one version for the whole request
   const serve::Predictor& p = *v->predictor;
   try {
     const auto t0 = Clock::now();
-    serve::parse_request(req.body, p.schema(), p.serving(), t.request, t.echo, serve::RequestParseOptions{.max_bytes = o.max_body});
+    serve::parse_request(body, p.schema(), p.serving(), t.request, t.echo, serve::RequestParseOptions{.max_bytes = o.max_body});
     c.request_id = t.echo.request_id;
     const auto t1 = Clock::now();
     serve::Scores s = p.score(t.request, t.session);
@@ -267,7 +437,7 @@ void RankingServer::Impl::score(const httplib::Request& req, httplib::Response& 
   } catch (const serve::RequestError& e) {
     // The client's request: the message names the JSON path.
     c.request_id = t.echo.request_id;  // when the parser got that far
-    res.status = req.body.size() > o.max_body ? 413 : 400;
+    res.status = 400;
     c.error = e.what();
     res.set_content(error_json(e.what()), "application/json");
     log->debug("event=bad_request status={} request_id={} error={}", res.status, c.request_id.empty() ? "-" : c.request_id, json_quoted(e.what()));
@@ -302,39 +472,93 @@ void RankingServer::Impl::handle_reload(httplib::Response& res) {
   }
 }
 
+namespace {
+
+/// Methods for which httplib reads a body before routing (detail::expect_content).
+bool body_method(const std::string& m) { return m == "POST" || m == "PUT" || m == "PATCH" || m == "DELETE" || m == "PRI"; }
+
+bool has_body(const httplib::Request& req) {
+  return req.has_header("Transfer-Encoding") || (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
+}
+
+/// The method to use on a known path, or nullptr.
+const char* allowed_method(const std::string& path) {
+  if (path == "/score" || path == "/reload") return "POST";
+  if (path == "/health" || path == "/metadata" || path == "/metrics") return "GET";
+  return nullptr;
+}
+
+/// The right path with the wrong method: 405 naming the method to use.
+void wrong_method(const httplib::Request& req, httplib::Response& res, const char* allow) {
+  res.status = 405;
+  res.set_header("Allow", allow);
+  tl_request.error = std::string("use ") + allow;
+  res.set_content(error_json(req.method + " " + req.path + ": use " + allow), "application/json");
+}
+
+}  // namespace
+
 void RankingServer::Impl::install_routes() {
-  svr.new_task_queue = [n = o.threads] { return new httplib::ThreadPool(static_cast<std::size_t>(n)); };
-  svr.set_payload_max_length(o.max_body);
-  svr.set_tcp_nodelay(true);  // small responses: no Nagle/delayed-ACK stalls (~40 ms each)
+  http.set_payload_max_length(o.max_body);  // Content-Length; the /score reader counts what is decoded
+  http.set_tcp_nodelay(true);  // small responses: no Nagle/delayed-ACK stalls (~40 ms each)
   // cpp-httplib 0.11 sets SO_REUSEPORT on the listening socket, so a second server on a port in
   // use would bind too and the kernel would split connections between the two (say, an old and a
   // new model version). SO_REUSEADDR only: a restart can rebind past TIME_WAIT, a busy port is an error.
-  svr.set_socket_options([](socket_t sock) {
+  http.set_socket_options([](socket_t sock) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
+  http.on_transport_response = [this](const TransportResponse& r) { on_transport_response(r); };
 
-  svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+  // A body /score refuses is refused before the client sends it (curl waits for "100 Continue"
+  // before a body over 1 MiB).
+  http.set_expect_100_continue_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (req.method != "POST" || req.path != "/score") return 100;
+    const auto refusal = check_score_body(req);
+    if (!refusal) return 100;
+    res.status = refusal->status;
+    tl_request.error = refusal->message;
+    res.set_content(error_json(refusal->message), "application/json");
+    GuardedHttpServer::close_after_response();
+    return refusal->status;
+  });
+
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     tl_request.reset();
     tl_request.start = Clock::now();
     tl_request.started = true;
-    // `curl -X POST .../reload` sends neither Content-Length nor a chunked body, and cpp-httplib
-    // would wait for the body until the read timeout (5 s) and answer 400: answer before that.
-    if (req.method == "POST" && req.path == "/reload" && !req.has_header("Content-Length") &&
-        !req.has_header("Transfer-Encoding")) {
-      handle_reload(res);
-      return httplib::Server::HandlerResponse::Handled;
+    if (req.method == "POST" && req.path == "/score") {
+      if (const auto refusal = check_score_body(req)) {
+        res.status = refusal->status;
+        tl_request.error = refusal->message;
+        res.set_content(error_json(refusal->message), "application/json");
+        GuardedHttpServer::close_after_response();
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      return httplib::Server::HandlerResponse::Unhandled;  // score() reads the body, bounded
     }
-    return httplib::Server::HandlerResponse::Unhandled;
+    // No other request reads its body, and httplib would read it whole into memory first (its
+    // payload limit bounds only Content-Length, not chunked or compressed bodies): every other
+    // request is answered here or routed without reading its body, and a connection whose body
+    // was left unread is closed after the answer (those bytes must not become the next request).
+    if (has_body(req)) GuardedHttpServer::close_after_response();
+    if (!body_method(req.method)) return httplib::Server::HandlerResponse::Unhandled;  // GET, HEAD, OPTIONS
+    // `curl -X POST .../reload` sends no body: answered at once, not after a body read timeout.
+    if (req.method == "POST" && req.path == "/reload") handle_reload(res);
+    else if (const char* allow = allowed_method(req.path)) wrong_method(req, res, allow);
+    else res.status = 404;  // the error handler writes the message
+    return httplib::Server::HandlerResponse::Handled;
   });
   // Called with the final status just before the response is written: the counters and the
   // access line are done before the client can see the response (a scrape that follows a
   // response always counts it).
-  svr.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) { on_response(req, res); });
+  http.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) { on_response(req, res); });
 
-  svr.Post("/score", [this](const httplib::Request& req, httplib::Response& res) { score(req, res); });
+  http.Post("/score", [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read_body) {
+    score(req, res, read_body);
+  });
 
-  svr.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     InFlight in_flight(m.in_flight);
     const auto v = current();
     json tasks = json::array();
@@ -347,7 +571,7 @@ void RankingServer::Impl::install_routes() {
                     "application/json");
   });
 
-  svr.Get("/metadata", [this](const httplib::Request&, httplib::Response& res) {
+  http.Get("/metadata", [this](const httplib::Request&, httplib::Response& res) {
     InFlight in_flight(m.in_flight);
     const auto v = current();
     json j = v->predictor->metadata();
@@ -363,54 +587,45 @@ void RankingServer::Impl::install_routes() {
     res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
   });
 
-  svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     InFlight in_flight(m.in_flight);
     res.set_content(metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
   });
 
-  svr.Post("/reload", [this](const httplib::Request&, httplib::Response& res) { handle_reload(res); });
+  // POST routes are answered by the pre-routing handler; GET on a POST path here.
+  http.Get("/score", [](const httplib::Request& req, httplib::Response& res) { wrong_method(req, res, "POST"); });
+  http.Get("/reload", [](const httplib::Request& req, httplib::Response& res) { wrong_method(req, res, "POST"); });
 
-  // The right path with the wrong method: 405 naming the method to use.
-  auto wrong_method = [](const char* allow) {
-    return [allow](const httplib::Request& req, httplib::Response& res) {
-      res.status = 405;
-      res.set_header("Allow", allow);
-      tl_request.error = std::string("use ") + allow;
-      res.set_content(error_json(req.method + " " + req.path + ": use " + allow), "application/json");
-    };
-  };
-  svr.Get("/score", wrong_method("POST"));
-  svr.Get("/reload", wrong_method("POST"));
-  svr.Post("/health", wrong_method("GET"));
-  svr.Post("/metadata", wrong_method("GET"));
-  svr.Post("/metrics", wrong_method("GET"));
-
-  svr.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+  http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
+    // A read cut off in the headers (deadline, stop, a line or head too long): httplib says 400.
+    if (const int status = http.failure_status()) {
+      res.status = status;
+      tl_request.error = http.failure_message();
+      res.set_content(error_json(tl_request.error), "application/json");
+      return;
+    }
     std::string msg;
     if (res.status == 413) {
-      const std::string type = req.get_header_value("Content-Type");
-      if (type.find("application/x-www-form-urlencoded") != std::string::npos)
-        msg = "request: form-encoded bodies are limited to 8192 bytes; send Content-Type: application/json";
-      else if (req.has_header("Content-Length"))
-        msg = "request: body of " + req.get_header_value("Content-Length") + " bytes is over the limit of " +
-              std::to_string(o.max_body) + " bytes (--max-body)";
-      else
-        msg = "request: body over the limit of " + std::to_string(o.max_body) + " bytes (--max-body)";
+      msg = "request: body over the limit of " + std::to_string(o.max_body) + " bytes (--max-body)";
     } else if (res.status == 404) {
       msg = "no endpoint " + req.method + " " + req.path +
             " (POST /score, GET /health, GET /metadata, GET /metrics, POST /reload)";
+    } else if (res.status == 414) {
+      msg = "request: request line over 8192 bytes";
     } else if (res.status >= 500) {
       msg = "internal error";
     } else {
       msg = "bad request";
     }
+    // httplib's own 400s (a malformed request line or header): where this request ends is unclear.
+    if (res.status == 400) GuardedHttpServer::close_after_response();
     tl_request.error = msg;
     res.set_content(error_json(msg), "application/json");
   });
   // An exception out of a handler: 500 with a fixed message; the text goes to the log only
   // (cpp-httplib would otherwise put it in an EXCEPTION_WHAT response header).
-  svr.set_exception_handler([this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+  http.set_exception_handler([this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
     std::string what = "unknown exception";
     try {
       std::rethrow_exception(ep);
@@ -425,15 +640,36 @@ void RankingServer::Impl::install_routes() {
   });
 }
 
-void RankingServer::Impl::on_response(const httplib::Request& req, const httplib::Response& res) {
+void RankingServer::Impl::on_transport_response(const TransportResponse& r) {
+  // A response written before any request was parsed: counted under endpoint "other".
+  m.requests[kOther][std::clamp(r.status / 100, 1, 5) - 1].inc();
+  if (const ErrorClass e = error_class(r.status); e != kNumErrorClasses) m.errors[e].inc();
+  if (std::strcmp(r.reason, "queue_full") == 0) {
+    // Possibly thousands a second, on the accepting thread: one log line a second at most.
+    m.unlogged_rejections.fetch_add(1, std::memory_order_relaxed);
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+    std::int64_t last = m.last_overload_log_ns.load(std::memory_order_relaxed);
+    if (now - last >= std::int64_t(1000000000) && m.last_overload_log_ns.compare_exchange_strong(last, now, std::memory_order_relaxed))
+      log->warn("event=overload rejected={} max_queue={} threads={}", m.unlogged_rejections.exchange(0, std::memory_order_relaxed),
+                o.max_queue, o.threads);
+    return;
+  }
+  if (access) {
+    const auto level = r.status >= 500 ? spdlog::level::err : spdlog::level::warn;
+    if (access->should_log(level))
+      access->log(level, "event=request method=- path=- status={} latency_ms=- candidates=- request_id=- remote={} bytes_in=- bytes_out=- error={}",
+                  r.status, logfmt_value(r.remote.empty() ? "-" : r.remote), json_quoted(r.message));
+  }
+}
+
+void RankingServer::Impl::on_response(const httplib::Request& req, httplib::Response& res) {
+  http.set_connection_header(res);
   RequestContext& c = tl_request;
   const double seconds = c.started ? std::chrono::duration<double>(Clock::now() - c.start).count() : -1.0;
   const Endpoint e = endpoint_of(req.path);
   const int cls = std::clamp(res.status / 100, 1, 5);
   m.requests[e][cls - 1].inc();
-  if (res.status == 400) m.errors[kBadRequest].inc();
-  else if (res.status == 413) m.errors[kTooLarge].inc();
-  else if (res.status >= 500) m.errors[kInternal].inc();
+  if (const ErrorClass k = error_class(res.status); k != kNumErrorClasses) m.errors[k].inc();
   if (e == kScore && req.method == "POST" && seconds >= 0) m.latency.observe(seconds);
   if (e == kScore && c.candidates >= 0) m.candidates.observe(static_cast<double>(c.candidates));
 
@@ -447,7 +683,8 @@ void RankingServer::Impl::on_response(const httplib::Request& req, const httplib
       line += c.candidates >= 0 ? std::to_string(c.candidates) : std::string("-");
       line += " request_id=";
       line += c.request_id.empty() ? std::string("-") : c.request_id;  // JSON text: 17 or "abc"
-      line += fmt::format(" remote={} bytes_in={} bytes_out={}", logfmt_value(req.remote_addr), req.body.size(), res.body.size());
+      line += fmt::format(" remote={} bytes_in={} bytes_out={}", logfmt_value(req.remote_addr),
+                          c.bytes_in >= 0 ? static_cast<std::size_t>(c.bytes_in) : req.body.size(), res.body.size());
       if (!c.error.empty()) line += " error=" + json_quoted(c.error);
       access->log(level, "{}", line);
     }
@@ -467,12 +704,17 @@ std::string RankingServer::Impl::metrics_text() const {
                    std::string("endpoint=\"") + kEndpointNames[e] + "\",code=\"" + std::to_string(cls) + "xx\"", static_cast<double>(n));
     }
   write_header(out, "mtrank_http_errors_total",
-               "Failed requests by class: bad_request (400), too_large (413), internal (5xx).", "counter");
+               "Failed requests by class: bad_request (400), too_large (413), timeout (408), overloaded (503), internal (other 5xx).",
+               "counter");
   for (int k = 0; k < kNumErrorClasses; ++k)
     write_sample(out, "mtrank_http_errors_total", std::string("class=\"") + kErrorClassNames[k] + "\"",
                  static_cast<double>(m.errors[k].value()));
   write_header(out, "mtrank_http_requests_in_flight", "Requests being handled now.", "gauge");
   write_sample(out, "mtrank_http_requests_in_flight", "", static_cast<double>(m.in_flight.load(std::memory_order_relaxed)));
+  write_header(out, "mtrank_http_connection_queue_depth", "Connections waiting for a worker (new, or idle ones with a request).", "gauge");
+  write_sample(out, "mtrank_http_connection_queue_depth", "", static_cast<double>(http.queue_depth()));
+  write_header(out, "mtrank_http_idle_connections", "Idle keep-alive connections held without a worker.", "gauge");
+  write_sample(out, "mtrank_http_idle_connections", "", static_cast<double>(http.idle_connections()));
   write_histogram(out, "mtrank_score_latency_seconds",
                   "POST /score latency in seconds, from the request headers read to the response ready (errors included).",
                   m.latency);
@@ -508,26 +750,31 @@ int RankingServer::start() {
   if (s.listener.joinable()) fail("ranking server: already started");
   int port = s.o.port;
   if (port == 0) {
-    port = s.svr.bind_to_any_port(s.o.host);
+    port = s.http.bind_to_any_port(s.o.host);
     if (port < 0) fail("cannot bind ", s.o.host, " (any port)");
-  } else if (!s.svr.bind_to_port(s.o.host, port)) {
+  } else if (!s.http.bind_to_port(s.o.host, port)) {
     fail("cannot bind ", s.o.host, ":", port, " (in use, or not an address of this machine)");
   }
+  if (!s.http.apply_backlog()) fail("cannot listen on ", s.o.host, ":", port, " with a backlog of ", s.o.backlog);
+  s.http.reset_stop();
   s.port = port;
   s.listening = true;
   s.listener = std::thread([&s] {
-    s.svr.listen_after_bind();
+    s.http.listen_after_bind();
     s.listening = false;
   });
   // httplib's stop() is a no-op until the listener is running: wait for it (bounded).
-  for (int i = 0; i < 5000 && !s.svr.is_running() && s.listening; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  if (!s.svr.is_running()) {
-    s.svr.stop();
+  for (int i = 0; i < 5000 && !s.http.is_running() && s.listening; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!s.http.is_running()) {
+    s.http.stop_within(std::chrono::milliseconds(0));
     s.listener.join();
     fail("cannot listen on ", s.o.host, ":", port);
   }
-  s.log->info("event=start address=http://{}:{} threads={} max_body={} allow_reload={} access_log={} version={}", s.o.host, port,
-              s.o.threads, s.o.max_body, s.o.allow_reload, logfmt_value(s.o.access_log), s.current()->version);
+  s.log->info(
+      "event=start address=http://{}:{} threads={} max_body={} request_timeout={} keep_alive_timeout={} backlog={} max_queue={} "
+      "shutdown_timeout={} allow_reload={} access_log={} version={}",
+      s.o.host, port, s.o.threads, s.o.max_body, seconds_text(s.o.request_timeout), seconds_text(s.o.keep_alive_timeout), s.o.backlog,
+      s.o.max_queue, seconds_text(s.o.shutdown_timeout), s.o.allow_reload, logfmt_value(s.o.access_log), s.current()->version);
   return port;
 }
 
@@ -535,15 +782,15 @@ void RankingServer::stop() {
   Impl& s = *impl_;
   std::lock_guard<std::mutex> l(s.life_mu);
   if (!s.listener.joinable()) return;
-  s.log->info("event=stopping port={}", s.port);
-  s.svr.stop();         // stops accepting; the pool finishes the requests in flight
+  s.log->info("event=stopping port={} shutdown_timeout={}", s.port, seconds_text(s.o.shutdown_timeout));
+  s.http.stop_within(to_ms(s.o.shutdown_timeout));  // stops accepting; requests in flight finish until the deadline
   s.listener.join();
   s.log->info("event=stop port={}", s.port);
   s.log->flush();
   if (s.access) s.access->flush();
 }
 
-bool RankingServer::running() const { return impl_->listening && impl_->svr.is_running(); }
+bool RankingServer::running() const { return impl_->listening && impl_->http.is_running(); }
 int RankingServer::port() const { return impl_->port; }
 std::uint64_t RankingServer::version() const { return impl_->current()->version; }
 std::uint64_t RankingServer::reload() { return impl_->reload_model()->version; }

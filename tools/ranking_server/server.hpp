@@ -5,7 +5,7 @@
 //   server::RankingServer s(o);     // loads and validates the model (throws mtrank::Error)
 //   int port = s.start();            // binds and serves on a pool of o.threads threads
 //   ...                              // POST /score, GET /health, /metadata, /metrics, POST /reload
-//   s.stop();                        // stops accepting, finishes the requests in flight
+//   s.stop();                        // stops accepting, finishes the requests in flight (bounded)
 //
 // Endpoints:
 //   POST /score     request JSON (serve/request.hpp) -> per-task and fused scores per candidate
@@ -16,7 +16,10 @@
 //                   flight finish on the version they started with; a model that fails to load
 //                   or to validate (e.g. its request layout cannot be derived) leaves the
 //                   previous version serving.
-// Client errors are 400 (413: body over max_body) with {"error": "<message naming the JSON path>"};
+// Client errors are 400 (413: body over max_body, counted after decompression; 408: not received in
+// full within request_timeout; 411/415/501: body framing or encoding refused before it is read)
+// with {"error": "<message naming the JSON path or the limit>"}; 503 with Retry-After when
+// max_queue connections already wait for a worker or the server is stopping;
 // a problem of the model or the server is 500 {"error": "internal error ..."} (the exception
 // text goes to the log only, never to a header or the body).
 //
@@ -46,8 +49,22 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;  // 0: any free port (start() returns it)
   int threads = 4;  // HTTP worker threads; each request is scored on its worker
-  std::size_t max_body = 1 << 20;  // bytes; larger bodies are 413
+  std::size_t max_body = 1 << 20;  // bytes, after de-chunking and decompression; larger bodies are 413
   bool allow_reload = false;
+
+  // Limits (docs/serving.md, "Limits and overload"). Times in seconds.
+  /// A request (request line, headers, body) must arrive in full within this from its first byte,
+  /// and its response be written within it: 408 and the connection closed otherwise.
+  double request_timeout = 10;
+  /// How long an idle connection is kept open for its next (or first) request.
+  double keep_alive_timeout = 5;
+  /// listen(2) backlog: connections the kernel queues before they are accepted (capped by
+  /// net.core.somaxconn).
+  int backlog = 1024;
+  /// Accepted connections waiting for a worker; one more is answered 503 (Retry-After: 1) at once.
+  std::size_t max_queue = 1024;
+  /// stop() lets requests in flight finish for this long, then cuts their reads off (503).
+  double shutdown_timeout = 10;
 
   std::string log_level = "info";  // off | error | warn | info | debug (both logs)
   /// "on": access lines on stderr with the server log; "off"; anything else: a file, appended to.
@@ -67,8 +84,9 @@ class RankingServer {
   /// Binds host:port and serves on background threads. Returns the bound port (the chosen one
   /// when options.port is 0). Throws mtrank::Error when the address cannot be bound.
   int start();
-  /// Stops accepting connections, lets the requests in flight finish and joins the threads.
-  /// Idempotent; also called by the destructor.
+  /// Stops accepting connections, lets the requests in flight finish within
+  /// options.shutdown_timeout (then cuts their reads off: 503), closes idle connections at once
+  /// and joins the threads. Idempotent; also called by the destructor.
   void stop();
   /// True between start() and stop() while the listener is alive (false if it failed).
   bool running() const;

@@ -1,14 +1,20 @@
 // The ranking server in-process on 127.0.0.1 (port 0), driven by cpp-httplib's client: scores
 // equal Predictor::score of the same request, echoes, errors, metadata, metrics, access log,
-// reload; and the ranking_server program's command line (spawned).
+// reload; limits (compressed, chunked and slow bodies, the queue, the backlog, the stop deadline,
+// invalid UTF-8); and the ranking_server program's command line (spawned).
 #include <httplib.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <zlib.h>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
+#ifdef MTRANK_TEST_BROTLI
+#include <brotli/encode.h>
+#endif
 
 #include <atomic>
 #include <chrono>
@@ -452,6 +458,11 @@ TEST_CASE("server: bad options, an unwritable access log and a busy port are ref
   CHECK_THAT(refused([](auto& o) { o.log_level = "loud"; }), Contains("expected off, error, warn, info or debug, got \"loud\""));
   CHECK_THAT(refused([](auto& o) { o.threads = 0; }), Contains("threads: expected at least 1"));
   CHECK_THAT(refused([](auto& o) { o.port = 70000; }), Contains("port: expected 0..65535"));
+  CHECK_THAT(refused([](auto& o) { o.request_timeout = 0; }), Contains("request_timeout: expected seconds in 0.001..3600, got 0"));
+  CHECK_THAT(refused([](auto& o) { o.keep_alive_timeout = -1; }), Contains("keep_alive_timeout: expected seconds in 0..3600, got -1"));
+  CHECK_THAT(refused([](auto& o) { o.shutdown_timeout = NAN; }), Contains("shutdown_timeout: expected seconds in 0..3600, got nan"));
+  CHECK_THAT(refused([](auto& o) { o.backlog = 0; }), Contains("backlog: expected 1..65535, got 0"));
+  CHECK_THAT(refused([](auto& o) { o.max_queue = 2000000; }), Contains("max_queue: expected 0..1000000, got 2000000"));
   CHECK_THAT(refused([](auto& o) { o.config = "x.json"; }), Contains("give a checkpoint, or a config and a weights file"));
   CHECK_THAT(refused([&](auto& o) { o.access_log = dir.string(); }), Contains("access log: cannot open"));  // a directory
   CHECK_THAT(refused([&](auto& o) { o.checkpoint = (dir / "missing.safetensors").string(); }), Contains("missing.safetensors"));
@@ -515,6 +526,689 @@ TEST_CASE("server: POST /reload without a body answers at once (curl -X POST sen
   CHECK_THAT(out, Contains("HTTP/1.1 200") && Contains("\"version\":2"));
 }
 
+namespace {
+
+// ---- limits: raw connections, memory, compression ----
+
+using Ms = std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
+
+/// A response read from a raw connection.
+struct RawResponse {
+  int status = 0;
+  std::string head, body;  // head: status line and headers
+  bool complete = false;   // head and Content-Length bytes of body arrived
+  std::string header(const std::string& name) const {
+    std::istringstream in(head);
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      const auto colon = line.find(':');
+      if (colon == std::string::npos || line.size() < name.size()) continue;
+      std::string key = line.substr(0, colon);
+      if (key.size() == name.size() && std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) {
+            return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+          }))
+        return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+    return "";
+  }
+  std::string error() const { return complete ? json::parse(body).at("error").get<std::string>() : std::string("(no response)"); }
+};
+
+/// A client connection on a plain socket, for traffic httplib's client does not produce (slow,
+/// partial, chunked, compressed, malformed). Every wait is bounded. No Catch assertions inside
+/// (they are not thread-safe and some tests drive connections from threads): a connection that
+/// failed shows as send_all() returning false.
+class RawConn {
+ public:
+  explicit RawConn(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd_ >= 0 && ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+    if (fd_ >= 0) ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+  }
+  ~RawConn() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  RawConn(const RawConn&) = delete;
+  RawConn& operator=(const RawConn&) = delete;
+
+  /// Sends all of `s`; false when the peer closed or `timeout` passed.
+  bool send_all(std::string_view s, Ms timeout = Ms(5000)) {
+    if (fd_ < 0) return false;
+    const auto until = SteadyClock::now() + timeout;
+    while (!s.empty()) {
+      pollfd p{fd_, POLLOUT, 0};
+      const auto left = std::chrono::duration_cast<Ms>(until - SteadyClock::now()).count();
+      if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
+      const ssize_t n = ::send(fd_, s.data(), s.size(), MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) continue;
+        return false;
+      }
+      s.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  /// Data (or EOF) to read within `timeout`.
+  bool readable(Ms timeout) {
+    if (!in_.empty()) return true;
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(timeout.count())) > 0;
+  }
+  /// Reads one response (head and Content-Length body), or what arrived within `timeout`.
+  RawResponse read_response(Ms timeout = Ms(5000)) {
+    const auto until = SteadyClock::now() + timeout;
+    RawResponse r;
+    for (;;) {
+      const auto end = in_.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        r.head = in_.substr(0, end);
+        r.status = std::atoi(r.head.c_str() + std::min<std::size_t>(9, r.head.size()));
+        const std::size_t len = static_cast<std::size_t>(std::atoll(r.header("Content-Length").c_str()));
+        if (in_.size() >= end + 4 + len) {
+          r.body = in_.substr(end + 4, len);
+          in_.erase(0, end + 4 + len);
+          r.complete = true;
+          return r;
+        }
+      }
+      if (!fill(until)) return r;
+    }
+  }
+  /// True when the server closes the connection within `timeout` (what arrives is discarded).
+  bool wait_closed(Ms timeout = Ms(3000)) {
+    const auto until = SteadyClock::now() + timeout;
+    for (;;) {
+      in_.clear();
+      pollfd p{fd_, POLLIN, 0};
+      const auto left = std::chrono::duration_cast<Ms>(until - SteadyClock::now()).count();
+      if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
+      char buf[65536];
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
+    }
+  }
+
+ private:
+  bool fill(SteadyClock::time_point until) {
+    pollfd p{fd_, POLLIN, 0};
+    const auto left = std::chrono::duration_cast<Ms>(until - SteadyClock::now()).count();
+    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
+    char buf[65536];
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+    if (n <= 0) return false;
+    in_.append(buf, static_cast<std::size_t>(n));
+    return true;
+  }
+  int fd_ = -1;
+  std::string in_;
+};
+
+std::string post_head(const std::string& path, const std::string& extra_headers) {
+  return "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + extra_headers + "\r\n";
+}
+
+/// A value of /proc/self/status in KiB ("VmRSS:", "VmHWM:").
+long proc_status_kib(const std::string& key) {
+  std::ifstream f("/proc/self/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind(key, 0) == 0) return std::atol(line.c_str() + key.size());
+  FAIL("no " << key << " in /proc/self/status");
+  return 0;
+}
+
+/// Resets VmHWM (the peak resident size) to the current size.
+void reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  REQUIRE(f.good());
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+template <class F>
+bool wait_until(F cond, Ms timeout = Ms(5000)) {
+  const auto until = SteadyClock::now() + timeout;
+  while (!cond()) {
+    if (SteadyClock::now() >= until) return false;
+    std::this_thread::sleep_for(Ms(5));
+  }
+  return true;
+}
+
+/// A sample of the server's /metrics text, -1 when absent.
+double metric(const server::RankingServer& srv, const std::string& name) {
+  const auto m = parse_metrics(srv.metrics_text());
+  const auto it = m.find(name);
+  return it == m.end() ? -1.0 : it->second;
+}
+
+/// `prefix` then `fill_bytes` copies of `fill`, compressed with zlib in pieces (the input is never
+/// held whole): window_bits 31 for gzip, 15 for the zlib format ("deflate" in HTTP).
+std::string zlib_compress(const std::string& prefix, std::size_t fill_bytes, char fill, int window_bits) {
+  z_stream z{};
+  REQUIRE(deflateInit2(&z, 9, Z_DEFLATED, window_bits, 9, Z_DEFAULT_STRATEGY) == Z_OK);
+  std::string out;
+  char buf[65536];
+  auto feed = [&](const char* data, std::size_t n, int flush) {
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data));
+    z.avail_in = static_cast<uInt>(n);
+    int rc = Z_OK;
+    do {
+      z.next_out = reinterpret_cast<Bytef*>(buf);
+      z.avail_out = sizeof buf;
+      rc = deflate(&z, flush);
+      REQUIRE(rc != Z_STREAM_ERROR);
+      out.append(buf, sizeof buf - z.avail_out);
+    } while (z.avail_out == 0 || (flush == Z_FINISH && rc != Z_STREAM_END));
+  };
+  feed(prefix.data(), prefix.size(), Z_NO_FLUSH);
+  const std::string chunk(1 << 16, fill);
+  for (std::size_t left = fill_bytes; left > 0;) {
+    const std::size_t n = std::min(left, chunk.size());
+    feed(chunk.data(), n, Z_NO_FLUSH);
+    left -= n;
+  }
+  feed(nullptr, 0, Z_FINISH);
+  deflateEnd(&z);
+  return out;
+}
+
+#ifdef MTRANK_TEST_BROTLI
+std::string brotli_compress(const std::string& prefix, std::size_t fill_bytes, char fill) {
+  BrotliEncoderState* s = BrotliEncoderCreateInstance(nullptr, nullptr, nullptr);
+  REQUIRE(s);
+  BrotliEncoderSetParameter(s, BROTLI_PARAM_QUALITY, 5);
+  BrotliEncoderSetParameter(s, BROTLI_PARAM_LGWIN, 24);
+  std::string out;
+  auto feed = [&](const char* data, std::size_t n, BrotliEncoderOperation op) {
+    const auto* next_in = reinterpret_cast<const std::uint8_t*>(data);
+    std::size_t avail_in = n;
+    do {
+      std::uint8_t buf[65536];
+      std::uint8_t* next_out = buf;
+      std::size_t avail_out = sizeof buf;
+      REQUIRE(BrotliEncoderCompressStream(s, op, &avail_in, &next_in, &avail_out, &next_out, nullptr));
+      out.append(reinterpret_cast<char*>(buf), sizeof buf - avail_out);
+    } while (avail_in > 0 || BrotliEncoderHasMoreOutput(s) || (op == BROTLI_OPERATION_FINISH && !BrotliEncoderIsFinished(s)));
+  };
+  feed(prefix.data(), prefix.size(), BROTLI_OPERATION_PROCESS);
+  const std::string chunk(1 << 16, fill);
+  for (std::size_t left = fill_bytes; left > 0;) {
+    const std::size_t n = std::min(left, chunk.size());
+    feed(chunk.data(), n, BROTLI_OPERATION_PROCESS);
+    left -= n;
+  }
+  feed(nullptr, 0, BROTLI_OPERATION_FINISH);
+  BrotliEncoderDestroyInstance(s);
+  return out;
+}
+#endif
+
+/// Compressed with a Content-Encoding's coding (gzip, deflate, br).
+std::string compress(const std::string& encoding, const std::string& prefix, std::size_t fill_bytes = 0, char fill = ' ') {
+  if (encoding == "gzip") return zlib_compress(prefix, fill_bytes, fill, 31);
+  if (encoding == "deflate") return zlib_compress(prefix, fill_bytes, fill, 15);
+#ifdef MTRANK_TEST_BROTLI
+  if (encoding == "br") return brotli_compress(prefix, fill_bytes, fill);
+#endif
+  FAIL("no compressor for " << encoding);
+  return {};
+}
+
+std::vector<std::string> test_encodings() {
+#ifdef MTRANK_TEST_BROTLI
+  return {"gzip", "deflate", "br"};
+#else
+  WARN("brotli encoder headers (libbrotli-dev) not found: the brotli cases are skipped");
+  return {"gzip", "deflate"};
+#endif
+}
+
+}  // namespace
+
+TEST_CASE("server: compressed bodies are limited after decompression (gzip and brotli bombs: 413, memory bounded)", "[server][limits]") {
+  const auto dir = mtrank::testing::temp_dir("server_bombs");
+  write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
+  auto o = options(dir / "model.safetensors");
+  o.max_body = 1 << 20;
+  server::RankingServer srv(o);
+  const int port = srv.start();
+  const auto ref = serve::Predictor::from_checkpoint(dir / "model.safetensors");
+  const std::string body = make_request(*ref, mtrank::testing::row_with_history(900), 5).second.dump();
+  auto plain = client(port).Post("/score", body, "application/json");
+  REQUIRE(plain);
+  REQUIRE(plain->status == 200);
+
+  for (const std::string& enc : test_encodings()) {
+    CAPTURE(enc);
+    // A compressed request is decompressed and scored like the plain one.
+    {
+      const std::string z = compress(enc, body);
+      RawConn c(port);
+      REQUIRE(c.send_all(post_head("/score", "Content-Encoding: " + enc + "\r\nContent-Length: " + std::to_string(z.size()) + "\r\n") + z));
+      const RawResponse r = c.read_response();
+      CHECK(r.status == 200);
+      CHECK(r.body == plain->body);
+    }
+    // Data that does not decompress: a 400 naming the encoding.
+    {
+      const std::string junk = "this is not compressed";
+      RawConn c(port);
+      REQUIRE(c.send_all(post_head("/score", "Content-Encoding: " + enc + "\r\nContent-Length: " + std::to_string(junk.size()) + "\r\n") + junk));
+      const RawResponse r = c.read_response();
+      CHECK(r.status == 400);
+      CHECK_THAT(r.error(), Contains("not valid " + enc + " data"));
+    }
+    // 64 MiB of JSON whitespace in a few KiB: refused once 1 MiB is decompressed.
+    const std::string bomb = compress(enc, "{", std::size_t(64) << 20);
+    CAPTURE(bomb.size());
+    CHECK(bomb.size() < (std::size_t(128) << 10));
+    reset_peak_rss();
+    const long rss_before = proc_status_kib("VmRSS:");
+    RawConn c(port);
+    REQUIRE(c.send_all(post_head("/score", "Content-Encoding: " + enc + "\r\nContent-Length: " + std::to_string(bomb.size()) + "\r\n") + bomb));
+    const RawResponse r = c.read_response();
+    const long peak_growth_kib = proc_status_kib("VmHWM:") - rss_before;
+    CHECK(r.status == 413);
+    CHECK_THAT(r.error(), Contains("over the limit of 1048576 bytes") && Contains("after decompression"));
+    CHECK(r.header("Connection") == "close");
+    CAPTURE(peak_growth_kib);
+    CHECK(peak_growth_kib < 24 * 1024);  // the limit (1 MiB) and buffers, not 64 MiB
+  }
+  auto again = client(port).Post("/score", body, "application/json");
+  REQUIRE(again);
+  CHECK(again->status == 200);
+  CHECK(metric(srv, "mtrank_http_errors_total{class=\"too_large\"}") == static_cast<double>(test_encodings().size()));
+}
+
+TEST_CASE("server: a chunked body over --max-body is refused after about max_body bytes", "[server][limits]") {
+  const auto dir = mtrank::testing::temp_dir("server_chunked");
+  write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
+  auto o = options(dir / "model.safetensors");
+  o.max_body = 64 << 10;
+  server::RankingServer srv(o);
+  const int port = srv.start();
+  const auto ref = serve::Predictor::from_checkpoint(dir / "model.safetensors");
+
+  // A chunked request within the limit is scored.
+  {
+    const std::string body = make_request(*ref, mtrank::testing::row_with_history(900), 3).second.dump();
+    std::string chunked;
+    for (std::size_t i = 0; i < body.size(); i += 100) {
+      const std::string part = body.substr(i, 100);
+      char len[16];
+      std::snprintf(len, sizeof len, "%zx\r\n", part.size());
+      chunked += len + part + "\r\n";
+    }
+    chunked += "0\r\n\r\n";
+    RawConn c(port);
+    REQUIRE(c.send_all(post_head("/score", "Transfer-Encoding: chunked\r\n") + chunked));
+    CHECK(c.read_response().status == 200);
+  }
+
+  // Chunks of 16 KiB until the server answers (at most 128 MiB).
+  reset_peak_rss();
+  const long rss_before = proc_status_kib("VmRSS:");
+  RawConn c(port);
+  REQUIRE(c.send_all(post_head("/score", "Transfer-Encoding: chunked\r\n") + "1\r\n{\r\n"));
+  const std::string chunk = "4000\r\n" + std::string(16384, ' ') + "\r\n";
+  std::size_t sent = 0;
+  while (sent < (std::size_t(128) << 20) && !c.readable(Ms(0))) {
+    if (!c.send_all(chunk, Ms(2000))) break;  // the server stopped reading
+    sent += chunk.size();
+  }
+  const RawResponse r = c.read_response();
+  const long peak_growth_kib = proc_status_kib("VmHWM:") - rss_before;
+  CAPTURE(sent, peak_growth_kib);
+  CHECK(r.status == 413);
+  CHECK_THAT(r.error(), Contains("over the limit of 65536 bytes"));
+  CHECK(r.header("Connection") == "close");
+  CHECK(sent < (std::size_t(16) << 20));  // 64 KiB read, the rest sat in socket buffers
+  CHECK(peak_growth_kib < 24 * 1024);
+  CHECK(c.wait_closed());
+}
+
+TEST_CASE("server: slow clients get 408 at --request-timeout and free their workers", "[server][limits]") {
+  const auto dir = mtrank::testing::temp_dir("server_slowloris");
+  write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
+  auto o = options(dir / "model.safetensors");
+  o.threads = 2;
+  o.request_timeout = 1;
+  server::RankingServer srv(o);
+  const int port = srv.start();
+
+  // Two clients (= threads) sending one header byte every 300 ms, for at most 4 s.
+  RawResponse answers[2];
+  bool closed[2] = {false, false};
+  std::atomic<int> started{0};
+  std::vector<std::thread> slow;
+  for (int i = 0; i < 2; ++i)
+    slow.emplace_back([&, i] {
+      RawConn c(port);
+      const std::string text = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + std::string(100, 'a') + "\r\n\r\n";
+      const auto until = SteadyClock::now() + Ms(4000);
+      for (std::size_t k = 0; k < text.size() && SteadyClock::now() < until; ++k) {
+        if (!c.send_all(text.substr(k, 1), Ms(1000))) break;
+        if (k == 0) ++started;
+        if (c.readable(Ms(300))) break;
+      }
+      answers[i] = c.read_response(Ms(3000));
+      closed[i] = c.wait_closed(Ms(2000));
+    });
+  REQUIRE(wait_until([&] { return started == 2; }));
+  std::this_thread::sleep_for(Ms(100));  // both are with a worker
+
+  const auto t0 = SteadyClock::now();
+  auto h = client(port).Get("/health");
+  const auto waited = SteadyClock::now() - t0;
+  for (auto& t : slow) t.join();
+  REQUIRE(h);
+  CHECK(h->status == 200);
+  CHECK(waited < std::chrono::seconds(3));
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i, answers[i].head);
+    CHECK(answers[i].status == 408);
+    CHECK_THAT(answers[i].error(), Contains("not received in full within 1 s"));
+    CHECK(answers[i].header("Connection") == "close");
+    CHECK(closed[i]);
+  }
+  CHECK(metric(srv, "mtrank_http_errors_total{class=\"timeout\"}") == 2);
+
+  // A request cut off in its request line is answered 408 too.
+  RawConn c(port);
+  REQUIRE(c.send_all("GET /hea"));
+  const RawResponse r = c.read_response(Ms(3000));
+  CHECK(r.status == 408);
+  CHECK(c.wait_closed());
+}
+
+TEST_CASE("server: past --max-queue waiting connections a client gets 503 at once; idle connections keep no worker", "[server][limits]") {
+  const auto dir = mtrank::testing::temp_dir("server_queue");
+  write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
+  auto o = options(dir / "model.safetensors");
+  o.threads = 1;
+  o.max_queue = 1;
+  o.request_timeout = 5;
+  server::RankingServer srv(o);
+  const int port = srv.start();
+  const auto ref = serve::Predictor::from_checkpoint(dir / "model.safetensors");
+  const std::string body = make_request(*ref, mtrank::testing::row_with_history(900), 3).second.dump();
+  const std::string health = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+
+  // A holds the only worker (half its body sent), B waits in the queue, C finds the queue full.
+  RawConn a(port);
+  REQUIRE(a.send_all(post_head("/score", "Content-Length: " + std::to_string(body.size()) + "\r\n") + body.substr(0, body.size() / 2)));
+  REQUIRE(wait_until([&] { return metric(srv, "mtrank_http_requests_in_flight") == 1; }));
+  RawConn b(port);
+  REQUIRE(b.send_all(health));
+  REQUIRE(wait_until([&] { return metric(srv, "mtrank_http_connection_queue_depth") == 1; }));
+  RawConn c(port);
+  REQUIRE(c.send_all(health));
+  const auto t0 = SteadyClock::now();
+  const RawResponse rc = c.read_response(Ms(2000));
+  CHECK(SteadyClock::now() - t0 < Ms(1000));
+  CHECK(rc.status == 503);
+  CHECK(rc.header("Retry-After") == "1");
+  CHECK(rc.header("Connection") == "close");
+  CHECK(rc.header("Content-Type") == "application/json");
+  CHECK_THAT(rc.error(), Contains("server busy: 1 connections already waiting for a worker (--max-queue)"));
+  CHECK(c.wait_closed());
+
+  // A finishes: answered and kept open, but parked without a worker since B waits; B is served.
+  REQUIRE(a.send_all(body.substr(body.size() / 2)));
+  const RawResponse ra = a.read_response();
+  CHECK(ra.status == 200);
+  CHECK(ra.header("Connection") != "close");
+  CHECK(b.read_response().status == 200);
+  CHECK(wait_until([&] { return metric(srv, "mtrank_http_idle_connections") == 1; }));  // A
+  // B stays open and idle with the worker; it gives the worker up to the next client at once.
+  const auto t1 = SteadyClock::now();
+  auto h = client(port).Get("/health");
+  REQUIRE(h);
+  CHECK(h->status == 200);
+  CHECK(SteadyClock::now() - t1 < Ms(1000));
+  REQUIRE(wait_until([&] { return metric(srv, "mtrank_http_idle_connections") == 2; }));  // A and B
+  // A's next request: the idle poller hands A back to a worker.
+  REQUIRE(a.send_all(health));
+  CHECK(a.read_response().status == 200);
+  CHECK(metric(srv, "mtrank_http_errors_total{class=\"overloaded\"}") == 1);
+  CHECK(metric(srv, "mtrank_http_connection_queue_depth") == 0);
+}
+
+TEST_CASE("server: idle keep-alive connections are closed at --keep-alive-timeout, and at once by stop()", "[server][limits]") {
+  const auto dir = mtrank::testing::temp_dir("server_keep_alive");
+  write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
+  auto o = options(dir / "model.safetensors");
+  o.threads = 1;
+  o.keep_alive_timeout = 0.5;
+  server::RankingServer srv(o);
+  const int port = srv.start();
+  const std::string health = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+
+  // X keeps the only worker while idle, until Y's request arrives: X is parked, Y served at once.
+  RawConn x(port), y(port);
+  REQUIRE(x.send_all(health));
+  CHECK(x.read_response().status == 200);
+  REQUIRE(y.send_all(health));
+  CHECK(y.read_response(Ms(1000)).status == 200);
+  CHECK(wait_until([&] { return metric(srv, "mtrank_http_idle_connections") == 1; }));
+  // Both closed at the keep-alive timeout: X by the idle poller, Y by its worker.
+  const auto t0 = SteadyClock::now();
+  CHECK(x.wait_closed());
+  CHECK(y.wait_closed());
+  CHECK(SteadyClock::now() - t0 < Ms(1500));
+  CHECK(metric(srv, "mtrank_http_idle_connections") == 0);
+
+  // Idle connections, parked or with the worker, do not delay a stop (shutdown_timeout is 10 s).
+  RawConn p1(port), p2(port);
+  REQUIRE(p1.send_all(health));
+  CHECK(p1.read_response().status == 200);
+  REQUIRE(p2.send_all(health));
+  CHECK(p2.read_response().status == 200);
+  CHECK(wait_until([&] { return metric(srv, "mtrank_http_idle_connections") == 1; }));
+  const auto t1 = SteadyClock::now();
+  srv.stop();
+  CHECK(SteadyClock::now() - t1 < Ms(1000));
+  CHECK(p1.wait_closed(Ms(100)));
+  CHECK(p2.wait_closed(Ms(100)));
+}
+
+TEST_CASE("server: stop() lets requests in flight finish until --shutdown-timeout, then cuts them off", "[server][limits]") {
+  const auto dir = mtrank::testing::temp_dir("server_shutdown");
+  write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
+  auto o = options(dir / "model.safetensors");
+  o.threads = 3;
+  o.request_timeout = 30;
+  o.shutdown_timeout = 1;
+  server::RankingServer srv(o);
+  const int port = srv.start();
+  const auto ref = serve::Predictor::from_checkpoint(dir / "model.safetensors");
+  const std::string body = make_request(*ref, mtrank::testing::row_with_history(900), 3).second.dump();
+  const std::string head = post_head("/score", "Content-Length: " + std::to_string(body.size()) + "\r\n");
+
+  auto idle = client(port);  // a keep-alive connection left idle: closed at once by the stop
+  idle.set_keep_alive(true);
+  auto h = idle.Get("/health");
+  REQUIRE(h);
+  REQUIRE(h->status == 200);
+  RawConn finishing(port), stalled(port);  // both send half their body
+  REQUIRE(finishing.send_all(head + body.substr(0, body.size() / 2)));
+  REQUIRE(stalled.send_all(head + body.substr(0, body.size() / 2)));
+  REQUIRE(wait_until([&] { return metric(srv, "mtrank_http_requests_in_flight") == 2; }));
+
+  std::atomic<bool> stopping{false};
+  SteadyClock::duration stop_took{};
+  std::thread stopper([&] {
+    stopping = true;
+    const auto t0 = SteadyClock::now();
+    srv.stop();
+    stop_took = SteadyClock::now() - t0;
+  });
+  REQUIRE(wait_until([&] { return stopping.load(); }));
+  std::this_thread::sleep_for(Ms(200));
+  REQUIRE(finishing.send_all(body.substr(body.size() / 2)));  // in flight, finished before the deadline
+  const RawResponse rf = finishing.read_response();
+  const RawResponse rs = stalled.read_response(Ms(4000));
+  stopper.join();
+  CHECK(rf.status == 200);
+  CHECK(rf.header("Connection") == "close");
+  CHECK(rs.status == 503);
+  CHECK_THAT(rs.error(), Contains("shutting down"));
+  CHECK(stop_took >= Ms(900));  // waited for the stalled request
+  CHECK(stop_took < Ms(2500));  // the deadline (1 s) and a margin
+  CHECK_FALSE(srv.running());
+}
+
+TEST_CASE("server: invalid UTF-8 is a 400 naming the problem, without internal exception text", "[server]") {
+  const auto dir = mtrank::testing::temp_dir("server_utf8");
+  write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
+  server::RankingServer srv(options(dir / "model.safetensors"));
+  const int port = srv.start();
+  auto cli = client(port);
+  const auto ref = serve::Predictor::from_checkpoint(dir / "model.safetensors");
+  json j = make_request(*ref, mtrank::testing::row_with_history(900), 2).second;
+
+  // Valid non-ASCII text is fine and echoed.
+  j["request_id"] = "r-\xc3\xa9\xe2\x9c\x93";
+  auto ok = cli.Post("/score", j.dump(), "application/json");
+  REQUIRE(ok);
+  REQUIRE(ok->status == 200);
+  CHECK(json::parse(ok->body)["request_id"] == "r-\xc3\xa9\xe2\x9c\x93");
+
+  j["request_id"] = "MARK";
+  const std::string text = j.dump();
+  const std::string bad_bytes[] = {"\xff", "\xc0\xaf" /* overlong */, "\xed\xa0\x80" /* surrogate */,
+                                   "\xf4\x90\x80\x80" /* over U+10FFFF */, "\xe2\x82" /* truncated */};
+  for (const std::string& b : bad_bytes) {
+    std::string body = text;
+    body.replace(body.find("MARK"), 4, b);
+    const std::size_t at = text.find("MARK");
+    auto r = cli.Post("/score", body, "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 400);
+    CHECK(r->get_header_value("Content-Type") == "application/json");
+    CHECK_FALSE(r->has_header("EXCEPTION_WHAT"));
+    json e;
+    REQUIRE_NOTHROW(e = json::parse(r->body));  // the response itself is valid UTF-8 JSON
+    const std::string msg = e["error"].get<std::string>();
+    CAPTURE(msg);
+    CHECK_THAT(msg, Contains("not valid UTF-8") && Contains("byte " + std::to_string(at)));
+    CHECK_THAT(msg, !Contains("json.exception") && !Contains("parse_error"));
+  }
+
+  // In the path: a 404 whose JSON body is still valid.
+  RawConn c(port);
+  REQUIRE(c.send_all("GET /\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  const RawResponse r = c.read_response();
+  CHECK(r.status == 404);
+  CHECK_NOTHROW(json::parse(r.body));
+  CHECK(metric(srv, "mtrank_http_errors_total{class=\"internal\"}") == 0);
+}
+
+TEST_CASE("server: bodies the server cannot bound are refused before they are read; oversized heads too", "[server][limits]") {
+  const auto dir = mtrank::testing::temp_dir("server_framing");
+  write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
+  auto o = options(dir / "model.safetensors");
+  o.max_body = 8192;
+  server::RankingServer srv(o);
+  const int port = srv.start();
+
+  struct Case {
+    std::string text;  // sent, nothing more: a server that waited for a body would time out
+    int status;
+    std::string message;
+  };
+  const Case cases[] = {
+      {post_head("/score", "Content-Encoding: zstd\r\nContent-Length: 100\r\n"), 415,
+       "Content-Encoding 'zstd' is not supported (identity, gzip, deflate or br)"},
+      {post_head("/score", "Transfer-Encoding: gzip, chunked\r\n"), 501, "Transfer-Encoding 'gzip, chunked' is not supported"},
+      {post_head("/score", "Transfer-Encoding: chunked\r\nContent-Length: 10\r\n"), 400, "both Transfer-Encoding and Content-Length"},
+      {post_head("/score", ""), 411, "needs a Content-Length or a chunked body"},
+      {post_head("/score", "Content-Length: 1000000000\r\n"), 413, "body of 1000000000 bytes is over the limit of 8192 bytes"},
+      {post_head("/score", "Content-Length: 12x\r\n"), 400, "invalid Content-Length"},
+      {post_head("/reload", "Transfer-Encoding: chunked\r\n"), 403, "reload is disabled"},
+      {post_head("/nowhere", "Content-Length: 1000000\r\n"), 404, "no endpoint POST /nowhere"},
+      {post_head("/health", "Transfer-Encoding: chunked\r\n"), 405, "POST /health: use GET"},
+      {"GET /" + std::string(20000, 'a') + " HTTP/1.1\r\n\r\n", 414, "request line over 16384 bytes"},
+      {"GET /health HTTP/1.1\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n", 431, "header line over 16384 bytes"},
+  };
+  for (const Case& k : cases) {
+    CAPTURE(k.text.substr(0, 120));
+    RawConn c(port);
+    REQUIRE(c.send_all(k.text));
+    const RawResponse r = c.read_response(Ms(2000));
+    CHECK(r.status == k.status);
+    CHECK_THAT(r.error(), Contains(k.message));
+    CHECK(r.header("Connection") == "close");
+  }
+  // Many header lines: the head is capped too.
+  std::string many = "GET /health HTTP/1.1\r\n";
+  for (int i = 0; i < 40; ++i) many += "X-H" + std::to_string(i) + ": " + std::string(2000, 'b') + "\r\n";
+  {
+    RawConn c(port);
+    REQUIRE(c.send_all(many + "\r\n"));
+    const RawResponse r = c.read_response(Ms(2000));
+    CHECK(r.status == 431);
+    CHECK_THAT(r.error(), Contains("request line and headers over 65536 bytes"));
+  }
+  // A body left unread is never parsed as the next request: the connection closes after the answer.
+  {
+    const std::string smuggled = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    RawConn c(port);
+    REQUIRE(c.send_all("GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(smuggled.size()) + "\r\n\r\n" + smuggled));
+    const RawResponse r = c.read_response();
+    CHECK(r.status == 200);
+    CHECK(r.header("Connection") == "close");
+    CHECK(c.wait_closed());
+  }
+  // Pipelined requests on one connection are all answered, in order.
+  {
+    RawConn c(port);
+    REQUIRE(c.send_all("GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"));
+    CHECK(c.read_response().status == 200);
+    CHECK(c.read_response().status == 404);
+  }
+  auto h = client(port).Get("/health");
+  REQUIRE(h);
+  CHECK(h->status == 200);
+}
+
+TEST_CASE("server: the listening socket gets --backlog", "[server][limits]") {
+  const auto dir = mtrank::testing::temp_dir("server_backlog");
+  write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
+  auto o = options(dir / "model.safetensors");
+  o.backlog = 777;  // under net.core.somaxconn (4096 by default)
+  server::RankingServer srv(o);
+  const int port = srv.start();
+  // The server is in this process: find its listening socket among our descriptors. For a
+  // listening socket, TCP_INFO's tcpi_sacked is the backlog (tcp_get_info).
+  int found = 0;
+  for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+    const int fd = std::atoi(e.path().filename().c_str());
+    sockaddr_in a{};
+    socklen_t len = sizeof a;
+    int listening = 0;
+    socklen_t ilen = sizeof listening;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0 || a.sin_family != AF_INET || ntohs(a.sin_port) != port) continue;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) != 0 || !listening) continue;
+    tcp_info info{};
+    socklen_t tlen = sizeof info;
+    REQUIRE(::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &tlen) == 0);
+    CHECK(info.tcpi_sacked == 777u);
+    ++found;
+  }
+  CHECK(found == 1);
+}
+
 #ifdef RANKING_SERVER_BINARY
 namespace {
 
@@ -551,6 +1245,12 @@ TEST_CASE("server: the ranking_server program refuses bad arguments with a clear
       {"--threads 0", "--threads: expected an integer in 1..4096, got '0'"},
       {"--weight-format fp16", "--weight-format: fp16 not in {f32,bf16,int8}"},
       {"--log-level loud", "--log-level: loud not in {off,error,warn,info,debug}"},
+      {"--request-timeout 0", "--request-timeout: expected seconds in 0.001..3600, got '0'"},
+      {"--request-timeout 1e9", "--request-timeout: expected seconds in 0.001..3600, got '1e9'"},
+      {"--keep-alive-timeout -1", "--keep-alive-timeout: expected seconds in 0..3600, got '-1'"},
+      {"--shutdown-timeout soon", "--shutdown-timeout: expected seconds in 0..3600, got 'soon'"},
+      {"--backlog 0", "--backlog: expected an integer in 1..65535, got '0'"},
+      {"--max-queue -5", "--max-queue: expected an integer in 0..1000000, got '-5'"},
       {"--bogus", "The following argument was not expected: --bogus"},
   };
   for (const auto& [args, message] : cases) {
@@ -571,7 +1271,8 @@ TEST_CASE("server: the ranking_server program refuses bad arguments with a clear
   CHECK_THAT(e.output, Contains("ranking_server: error:") && Contains("request layout cannot be derived"));
   e = run_server_binary("--help");
   CHECK(e.rc == 0);
-  CHECK_THAT(e.output, Contains("--access-log"));
+  CHECK_THAT(e.output, Contains("--access-log") && Contains("--request-timeout") && Contains("--keep-alive-timeout") &&
+                          Contains("--backlog") && Contains("--max-queue") && Contains("--shutdown-timeout"));
 }
 
 TEST_CASE("server: the ranking_server program prints its address, serves, and exits 0 on SIGTERM", "[server][cli]") {
