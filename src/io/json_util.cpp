@@ -49,13 +49,23 @@ struct StructureCheck {
   bool end_object() { return close(); }
   bool start_array(std::size_t) { return open(false); }
   bool end_array() { return close(); }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
-    error = std::string("invalid JSON: ") + e.what();
+  bool parse_error(std::size_t byte, const std::string&, const nlohmann::detail::exception& e) {
+    error = describe_json_error(byte, e.what());
     return false;
   }
 };
 
 }  // namespace
+
+std::string describe_json_error(std::size_t byte, const std::string& what) {
+  std::string reason = what;
+  if (reason.rfind("[json.exception.", 0) == 0)
+    if (const auto p = reason.find("] "); p != std::string::npos) reason.erase(0, p + 2);
+  // "parse error at line 1, column 7: syntax error while parsing value - invalid literal; ..."
+  if (reason.rfind("parse error at ", 0) == 0)
+    if (const auto p = reason.find(": "); p != std::string::npos) reason.erase(0, p + 2);
+  return "invalid JSON at byte " + std::to_string(byte) + ": " + reason;
+}
 
 std::string check_json_structure(std::string_view text, int max_depth, bool reject_duplicate_keys) {
   StructureCheck h;

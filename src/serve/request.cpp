@@ -134,8 +134,10 @@ void parse_request(std::string_view body, const data::FeatureSchema& schema, con
   json j;
   try {
     j = json::parse(body.begin(), body.end());
+  } catch (const json::parse_error& e) {
+    bad("request: ", io::describe_json_error(e.byte, e.what()));
   } catch (const json::exception& e) {
-    bad("request: invalid JSON: ", e.what());
+    bad("request: invalid JSON");
   }
   if (!j.is_object()) bad("request: expected a JSON object, got ", type_name(j));
 

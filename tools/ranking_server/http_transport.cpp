@@ -138,8 +138,8 @@ class GuardedStream final : public httplib::Stream {
   /// Waits for the first byte of the next request until `until` (idle_timeout), the server's stop
   /// (stopping), or other connections waiting for a worker (yield: the connection is parked).
   Next wait_for_request(Clock::time_point until);
-  /// The next request starts now: its deadline is now + request_timeout.
-  void begin_request();
+  /// The next request started at `start`: its deadline is start + request_timeout.
+  void begin_request(Clock::time_point start);
   ReadFailure failure() const { return failure_; }
   Phase failure_phase() const { return failure_phase_; }
   bool wrote() const { return wrote_; }
@@ -185,8 +185,8 @@ GuardedStream::Next GuardedStream::wait_for_request(Clock::time_point until) {
   }
 }
 
-void GuardedStream::begin_request() {
-  deadline_ = Clock::now() + server_.limits().request_timeout;
+void GuardedStream::begin_request(Clock::time_point start) {
+  deadline_ = start + server_.limits().request_timeout;
   write_started_ = wrote_ = false;
   failure_ = ReadFailure::none;
   phase_ = Phase::request_line;
@@ -204,6 +204,10 @@ bool GuardedStream::wait_readable() {
     }
     const auto now = Clock::now();
     if (now >= until) {
+      // Bytes that have arrived are still taken (a request that waited in the queue past its
+      // deadline is served when it is complete); only waiting for more ends here.
+      pollfd p{sock_, POLLIN, 0};
+      if (::poll(&p, 1, 0) > 0 && (p.revents & POLLIN)) return true;
       fail(why);
       return false;
     }
@@ -315,6 +319,9 @@ struct HttpConnection {
 namespace {
 
 thread_local HttpConnection* tl_connection = nullptr;
+/// When the job being run was queued with data to read (a new connection, or an idle one whose
+/// next request the poller saw); unset for a connection requeued after a response.
+thread_local Clock::time_point tl_ready_since{};
 
 /// Holds idle keep-alive connections without a thread: one epoll thread waits for their next
 /// request, then hands them back to the queue (behind the connections already waiting), or closes
@@ -453,9 +460,14 @@ class BoundedTaskQueue final : public httplib::TaskQueue {
   void enqueue(std::function<void()> fn) override {
     {
       std::lock_guard<std::mutex> l(mu_);
-      // Jobs beyond the idle workers wait; at most max_queue_ of them.
+      // Jobs beyond the idle workers wait; at most max_queue_ of them. The request deadline counts
+      // from now: time spent waiting for a worker is not extra time for a slow client.
       if (jobs_.size() < idle_ + max_queue_) {
-        jobs_.push_back(std::move(fn));
+        jobs_.push_back([fn = std::move(fn), ready = Clock::now()] {
+          tl_ready_since = ready;
+          fn();
+          tl_ready_since = {};
+        });
         publish();
         cv_.notify_one();
         return;
@@ -646,6 +658,7 @@ void GuardedHttpServer::serve(const std::shared_ptr<HttpConnection>& c) {
     return;
   }
   tl_connection = c.get();
+  Clock::time_point ready = tl_ready_since;  // the first request's bytes were there when it was queued
   enum class Then { close, requeue, park } then = Then::close;
   while (c->requests_left > 0) {
     const GuardedStream::Next next = c->stream.wait_for_request(c->idle_since + limits_.keep_alive_timeout);
@@ -662,7 +675,8 @@ void GuardedHttpServer::serve(const std::shared_ptr<HttpConnection>& c) {
       }
       break;
     }
-    c->stream.begin_request();
+    c->stream.begin_request(ready != Clock::time_point{} ? ready : Clock::now());
+    ready = {};
     c->close = c->linger = false;
     const bool last = c->requests_left == 1 || stopping() || svr_sock_ == INVALID_SOCKET;
     bool closed_by_client = false;

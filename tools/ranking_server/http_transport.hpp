@@ -9,7 +9,7 @@
 // parsing, routing and response writing stay httplib's (Server::process_request):
 //
 //   - every request must arrive in full (request line, headers, body) within request_timeout from
-//     its first byte, and its response must be written within request_timeout too; a request cut
+//     its start (when the connection was queued with data to read, so queueing counts), and its response must be written within request_timeout too; a request cut
 //     off is answered 408 and its connection closed;
 //   - the request line and each header line are capped at 16 KiB and the head at 64 KiB (httplib
 //     grows a line without bound until it sees '\n'): 414 / 431 and the connection closed;

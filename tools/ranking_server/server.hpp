@@ -53,7 +53,8 @@ struct ServerOptions {
   bool allow_reload = false;
 
   // Limits (docs/serving.md, "Limits and overload"). Times in seconds.
-  /// A request (request line, headers, body) must arrive in full within this from its first byte,
+  /// A request (request line, headers, body) must arrive in full within this from its start (the
+  /// connection queued for a worker with data to read),
   /// and its response be written within it: 408 and the connection closed otherwise.
   double request_timeout = 10;
   /// How long an idle connection is kept open for its next (or first) request.

@@ -32,6 +32,10 @@ bool json_kind_ok(const json& v) {
 /// closing brace (quadratic in the number of siblings: a 1 MiB body of {} took 86 s).
 std::string check_json_structure(std::string_view text, int max_depth, bool reject_duplicate_keys = false);
 
+/// "invalid JSON at byte N: <reason>" from a parse error, without nlohmann's internal
+/// "[json.exception.parse_error.101]" tag (messages reach clients and logs).
+std::string describe_json_error(std::size_t byte, const std::string& what);
+
 /// j[key] as T; throws "path.key: missing (expected <what>)" or "path.key: expected <what>".
 template <class T>
 T get_required(const json& j, const std::string& key, const std::string& path, const char* what) {
