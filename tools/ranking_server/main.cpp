@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--access-log", o.access_log, "one line per request: on (stderr) | off | FILE (appended)")->capture_default_str();
   app.add_option("--request-timeout", o.request_timeout,
-                 "seconds for a whole request (line, headers, body) from its first byte, and for its response; 408 after")
+                 "seconds for a whole request (line, headers, body) from its start (queueing counts), and for its response; 408 after")
       ->check(seconds_in(0.001, 3600))
       ->capture_default_str();
   app.add_option("--keep-alive-timeout", o.keep_alive_timeout, "seconds an idle connection is kept for its next request")
