@@ -5,6 +5,7 @@ no crash, the service keeps answering" and the suite prints one table row per pr
 (docs/reliability.md lists them with their results).
 
     tests/reliability/reliability.py --build build/release [--only NAME,...] [--report out.json]
+                                     [--server OTHER_RANKING_SERVER]   (e.g. an older build, to compare)
 
 Probes: reload_race, in_place_rewrite, kill_during_reload, slowloris, bombs, quadratic, bad_requests,
 corrupt_checkpoints, kill_during_checkpoint. Exit status 0 when every probe passes. Python 3
@@ -449,15 +450,21 @@ class Suite:
         for name, blob in variants:
             with open(path, "wb") as f:
                 f.write(blob)
-            r = subprocess.run([self.server, "--checkpoint", path, "--port", "0", "--log-level", "off"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
-            # A started server would print its address and wait for a signal: it must not start.
-            if r.returncode < 0 or r.returncode > 2:
-                crashes.append((name, r.returncode))
-            elif r.returncode == 1:
+            proc = subprocess.Popen([self.server, "--checkpoint", path, "--host", "127.0.0.1", "--port", "0",
+                                     "--log-level", "off"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            # A server that accepts the file prints its address and serves: it is stopped, and counts
+            # as accepted; one that refuses it exits 1 with the reason on stderr.
+            started = proc.stdout.readline().startswith(b"http://")
+            if started:
+                proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+            rc = proc.returncode
+            if not started and (rc < 0 or rc > 2):
+                crashes.append((name, rc))
+            elif not started and rc == 1:
                 refused += 1
-                checksum += b"checksum mismatch" in r.stderr
-            if name.startswith("bit flip") and r.returncode != 1:
+                checksum += b"checksum mismatch" in err
+            if name.startswith("bit flip") and (started or rc != 1):
                 accepted_flips += 1
         p.facts.update({"variants": len(variants), "refused": refused, "refused_by_checksum": checksum})
         p.check(not crashes, f"no crash on {len(variants)} corrupt files" + (f" (crashed: {crashes})" if crashes else ""))
@@ -515,12 +522,15 @@ PROBES = [
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "release"))
+    ap.add_argument("--server", default="", help="another ranking_server binary to probe (e.g. an older build)")
     ap.add_argument("--only", default="")
     ap.add_argument("--report", default="")
     a = ap.parse_args()
     only = [x for x in a.only.split(",") if x]
     work = tempfile.mkdtemp(prefix="mtrank-reliability-")
     suite = Suite(os.path.abspath(a.build), work)
+    if a.server:
+        suite.server = os.path.abspath(a.server)
     t0 = time.monotonic()
     suite.setup()
     print(f"reliability: setup {time.monotonic() - t0:.1f} s (two models trained and exported in {work})", flush=True)
