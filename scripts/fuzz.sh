@@ -4,7 +4,7 @@
 # inputs go to the build dir). A crash leaves its input in $build/artifacts/ and fails the script;
 # turn it into a unit test (tests/io, tests/data, tests/models or tests/serve).
 #
-#   scripts/fuzz.sh [target ...]          (default: safetensors config csv request)
+#   scripts/fuzz.sh [target ...]          (default: every target, the list below and in fuzz/CMakeLists.txt)
 #   env: FUZZ_SECONDS=60 (per target)  FUZZ_BUILD=build/fuzz  FUZZ_JOBS=2 (ninja)  FUZZ_RSS_MB=2048
 #        FUZZ_SEED=1 (fixed, so a CI run replays the same input sequence; 0 = random)
 set -euo pipefail
@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${FUZZ_BUILD:-$root/build/fuzz}
 seconds=${FUZZ_SECONDS:-60}
 targets=("$@")
-((${#targets[@]})) || targets=(safetensors config csv request)
+((${#targets[@]})) || targets=(safetensors config csv request checkpoint readers npy convert_map config_sections parse_cost)
 
 if [[ ! -f "$build/build.ninja" ]]; then
   CXX=${CXX_FUZZ:-clang++} cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
