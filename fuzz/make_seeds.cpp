@@ -421,6 +421,10 @@ void readers() {
     const std::string nul(1, '\0');
     reader("movielens.bin", 5, std::string("\x00\x00\x00\x04", 4), occ + nul + users + nul + items + nul + ratings);
     reader("movielens_opts.bin", 5, "\x01\x03\x02\x84", occ + nul + users + nul + items + nul + ratings);
+    // Ids at the top of the accepted range (user_id and movie_id index tables).
+    reader("movielens_big_ids.bin", 5, std::string("\x00\x00\x00\x04", 4),
+           occ + nul + "1073741824|24|M|artist|85711\n" + nul + "1073741824|T|01-Jan-1995||u" + flags + "\n" + nul +
+               "1073741824\t1073741824\t5\t881250949\n");
   }
   reader("sasrec.txt", 6, std::string("\x00\x00\x00\x00\x00\x05", 6), "1 1\n1 2\n1 3\n1 4\n2 2\n2 5\n3 1\n3 6\n3 7\n");
   reader("sasrec_opts.txt", 6, std::string("\x01\x03\x02\x01\x02\x07", 6), "1 1\n1 2\n1 5\n2 2\n2 3\n2 4\n2 1\n");
@@ -459,6 +463,7 @@ void config_sections() {
       {"trainer_big.json", R"({"trainer": {"batch_size": 9223372036854775807, "epochs": 4611686018427387904,
           "eval_batch_size": 9223372036854775807, "max_steps_per_epoch": 9223372036854775807, "data_parallel_min_rows": 9223372036854775807}})"},
       {"trainer_zero.json", R"({"trainer": {"batch_size": 1, "epochs": 1, "eval_batch_size": 1, "patience": -1, "max_steps_per_epoch": -1}})"},
+      {"trainer_eval_zero.json", R"({"trainer": {"eval_batch_size": 0, "epochs": 1}})"},
       {"trainer_huber.json", R"({"trainer": {"tasks": [{"loss": "huber", "huber_delta": 0.5}, {"loss": "mse"}, {"name": "x"}], "monitor": "auc"}})"},
       {"all.json", R"({"serving": {"candidate_fields": ["item_id"]}, "optimizer": {"type": "adam"}, "trainer": {"epochs": 1, "batch_size": 64}})"},
   };
