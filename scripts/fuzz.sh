@@ -4,15 +4,22 @@
 # inputs go to the build dir). A crash leaves its input in $build/artifacts/ and fails the script;
 # turn it into a unit test (tests/io, tests/data, tests/models or tests/serve).
 #
-#   scripts/fuzz.sh [target ...]          (default: safetensors config csv request)
+#   scripts/fuzz.sh [target ...]          (default: every target, the list below and in fuzz/CMakeLists.txt)
 #   env: FUZZ_SECONDS=60 (per target)  FUZZ_BUILD=build/fuzz  FUZZ_JOBS=2 (ninja)  FUZZ_RSS_MB=2048
 #        FUZZ_SEED=1 (fixed, so a CI run replays the same input sequence; 0 = random)
+#        MTRANK_FUZZ_VERBOSE=1 (targets print the errors they catch; parse_cost its timings)
+# Targets (fuzz/fuzz_<name>.cpp says what each reaches): safetensors, config, csv, request,
+# checkpoint (from_checkpoint / export / resume), readers (data/readers.hpp, read_csv), npy,
+# convert_map (mtrank convert's name map), config_sections (serving / optimizer / trainer),
+# parse_cost (super-linear parse time of request / config / safetensors header / CSV up to 1 MiB).
+# Seeds that the library writes (checkpoints, npy, ...) come from fuzz/make_seeds.cpp:
+#   ninja -C build/fuzz fuzz_make_seeds && build/fuzz/fuzz/fuzz_make_seeds fuzz/corpus
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${FUZZ_BUILD:-$root/build/fuzz}
 seconds=${FUZZ_SECONDS:-60}
 targets=("$@")
-((${#targets[@]})) || targets=(safetensors config csv request)
+((${#targets[@]})) || targets=(safetensors config csv request checkpoint readers npy convert_map config_sections parse_cost)
 
 if [[ ! -f "$build/build.ninja" ]]; then
   CXX=${CXX_FUZZ:-clang++} cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -23,12 +23,13 @@ void reset_selection(Selection& out, Index B, Index K) {
 
 void GeneralSearchUnit::hard_search(std::span<const std::int64_t> categories, nn::Lengths lengths,
                                     std::span<const std::int64_t> candidate_category, Selection& out) const {
-  const Index B = static_cast<Index>(lengths.size()), K = opt_.top_k;
+  const Index B = static_cast<Index>(lengths.size());
   if (static_cast<Index>(candidate_category.size()) != B)
     fail("GeneralSearchUnit candidate_category: size ", candidate_category.size(), " != batch ", B);
   nn::SeqWindows& w = out.scratch.windows;
   nn::make_windows(lengths, B, static_cast<Index>(categories.size()), 0, nn::Overflow::reject,
                    "GeneralSearchUnit categories", w);
+  const Index K = std::min(opt_.top_k, std::max<Index>(w.max_count, 1));  // no slots beyond the longest window
   reset_selection(out, B, K);
   for (Index b = 0; b < B; ++b) {
     std::int64_t* sel = out.index.data() + b * K;
@@ -43,11 +44,12 @@ void GeneralSearchUnit::hard_search(std::span<const std::int64_t> categories, nn
 template <class T>
 void GeneralSearchUnit::soft_search(MatrixView<const T> behaviours, nn::Lengths lengths, MatrixView<const T> query,
                                     Selection& out) const {
-  const Index B = static_cast<Index>(lengths.size()), K = opt_.top_k, d = behaviours.cols;
+  const Index B = static_cast<Index>(lengths.size()), d = behaviours.cols;
   if (query.rows != B) fail("GeneralSearchUnit query: ", query.rows, " rows != batch ", B);
   if (query.cols != d) fail("GeneralSearchUnit query: ", query.cols, " columns != behaviour width ", d);
   nn::SeqWindows& w = out.scratch.windows;
   nn::make_windows(lengths, B, behaviours.rows, 0, nn::Overflow::reject, "GeneralSearchUnit behaviours", w);
+  const Index K = std::min(opt_.top_k, std::max<Index>(w.max_count, 1));  // no slots beyond the longest window
   reset_selection(out, B, K);
   TensorT<T>& scores = [&]() -> TensorT<T>& {
     if constexpr (std::is_same_v<T, float>) return out.scratch.scores;

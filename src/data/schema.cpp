@@ -1,6 +1,8 @@
 #include "mtrank/data/schema.hpp"
 
 #include <set>
+#include <string_view>
+#include <unordered_set>
 
 #include "mtrank/io/json_util.hpp"
 
@@ -102,14 +104,16 @@ void FeatureSchema::validate() const {
     require(sparse[i].oov_row < 0 || !sparse[i].hash, w, ".oov_row: a hashed field (hash: true) has no out-of-vocabulary ids");
   }
   for (std::size_t i = 0; i < dense.size(); ++i) unique(dense[i].name, "schema.dense[" + std::to_string(i) + "]");
+  // Sparse field names once (sparse_index per sequence was quadratic in the number of fields).
+  std::unordered_set<std::string_view> sparse_names;
+  for (const auto& f : sparse) sparse_names.insert(f.name);
   for (std::size_t i = 0; i < sequences.size(); ++i) {
     const std::string w = "schema.sequences[" + std::to_string(i) + "]";
     const auto& s = sequences[i];
     unique(s.name, w);
     require(s.max_len > 0, w, ".max_len: expected > 0, got ", s.max_len);
     if (!s.table.empty()) {
-      const int t = sparse_index(s.table);
-      require(t >= 0, w, ".table: no sparse field named '", s.table, "'");
+      require(sparse_names.count(s.table) > 0, w, ".table: no sparse field named '", s.table, "'");
       require(s.oov_row == -1, w, ".oov_row: a sequence sharing table '", s.table, "' uses that field's oov_row");
     } else {
       require(s.vocab > 0, w, ".vocab: expected > 0, got ", s.vocab);

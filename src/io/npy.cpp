@@ -26,7 +26,7 @@ template <class T>
 void copy_elements(const char* src, std::size_t n, const std::vector<std::size_t>& shape, bool fortran, float* dst) {
   std::vector<T> tmp(n);  // aligned copy: the file's data offset need not be a multiple of sizeof(T)
   if (n) std::memcpy(tmp.data(), src, n * sizeof(T));
-  if (!fortran || shape.size() < 2) {
+  if (!fortran || shape.size() < 2 || n == 0) {  // (xtensor's strides of an empty array with huge dimensions overflow)
     for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(tmp[i]);
     return;
   }
@@ -77,10 +77,13 @@ Tensor parse_npy(const std::string& bytes, const std::string& what) {
   if (!f32 && !f64) fail(what, ": .npy dtype '", descr, "' is not supported (expected '<f4' float32 or '<f8' float64)");
   if (shape.size() > static_cast<std::size_t>(Shape::kMaxRank))
     fail(what, ": .npy array of rank ", shape.size(), " exceeds the supported maximum of ", Shape::kMaxRank);
-  std::uint64_t n = 1, nbytes = 0;
+  std::uint64_t n = 1, nbytes = 0, nonzero = 1;
   bool overflow = false;
   for (std::size_t d : shape) {
     overflow = overflow || d > static_cast<std::size_t>(std::numeric_limits<Index>::max()) || __builtin_mul_overflow(n, d, &n);
+    // As numpy: the non-zero dimensions of an empty array must not overflow either (strides).
+    if (d) overflow = overflow || __builtin_mul_overflow(nonzero, d, &nonzero) ||
+                      nonzero > static_cast<std::uint64_t>(std::numeric_limits<Index>::max());
   }
   const std::size_t es = f32 ? 4 : 8;
   overflow = overflow || __builtin_mul_overflow(n, es, &nbytes);

@@ -5,7 +5,9 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <string_view>
 #include <type_traits>
+#include <unordered_map>
 
 #include "mtrank/kernels/embedding_bag.hpp"
 #include "mtrank/nn/embedding.hpp"
@@ -29,11 +31,14 @@ FeatureEmbedder<T>::FeatureEmbedder(ParameterArenaT<T>& arena, std::string_view 
     for (const auto& s : schema_.sequences) found = found || s.name == name;
     if (!found) fail("feature embedder: external sequence '", name, "' is not a sequence field of the schema");
   }
+  // Table name -> sparse field once (sparse_index per sequence was quadratic in the number of fields).
+  std::unordered_map<std::string_view, std::size_t> sparse_at;
+  for (std::size_t i = 0; i < schema_.sparse.size(); ++i) sparse_at.emplace(schema_.sparse[i].name, i);
   for (const auto& s : schema_.sequences) {
     seq_external_.push_back(std::find(opt_.external_sequences.begin(), opt_.external_sequences.end(), s.name) !=
                             opt_.external_sequences.end());
     if (!s.table.empty()) {
-      const int t = schema_.sparse_index(s.table);
+      const std::size_t t = sparse_at.find(s.table)->second;  // validate() checked that it exists
       seq_tables_.push_back(tables_[static_cast<std::size_t>(t)]);
       seq_dim_.push_back(schema_.sparse[static_cast<std::size_t>(t)].dim);
       seq_hash_.push_back(schema_.sparse[static_cast<std::size_t>(t)].hash);

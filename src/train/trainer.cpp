@@ -130,6 +130,7 @@ Trainer::Trainer(models::Model& model, Optimizer& optimizer, TrainerOptions opt)
     : model_(model), optimizer_(optimizer), opt_(std::move(opt)) {
   require(opt_.batch_size > 0, "trainer.batch_size: expected > 0, got ", opt_.batch_size);
   require(opt_.epochs >= 0, "trainer.epochs: expected >= 0, got ", opt_.epochs);
+  require(opt_.eval_batch_size > 0, "trainer.eval_batch_size: expected > 0, got ", opt_.eval_batch_size);  // 0 looped forever
   require(opt_.data_parallel_min_rows >= 0, "trainer.data_parallel_min_rows: expected >= 0, got ",
           opt_.data_parallel_min_rows);
   require(opt_.checkpoint_path.empty() || opt_.checkpoint_path != opt_.last_checkpoint_path,
@@ -479,7 +480,7 @@ std::vector<EpochRecord> Trainer::fit(const data::Dataset& train, const data::Da
     std::fprintf(stderr, "trainer: warning: patience %lld ignored: early stopping needs a validation set\n",
                  (long long)opt_.patience);
   std::vector<EpochRecord> history;
-  const Index steps_full = (train.rows + opt_.batch_size - 1) / opt_.batch_size;
+  const Index steps_full = train.rows / opt_.batch_size + (train.rows % opt_.batch_size != 0);  // no overflow
   const Index steps = opt_.max_steps_per_epoch > 0 ? std::min(steps_full, opt_.max_steps_per_epoch) : steps_full;
   std::vector<Index> idx;
   bool stopped = false;
@@ -603,24 +604,57 @@ void Trainer::save_checkpoint(const std::filesystem::path& path) const {
 }
 
 void Trainer::resume(const std::filesystem::path& path) {
-  if (io::read_checkpoint_metadata(path).kind == io::kServingKind)
+  const io::CheckpointData meta = io::read_checkpoint_metadata(path);
+  if (meta.kind == io::kServingKind)
     fail("checkpoint '", path.string(), "' is a weights-only serving file (mtrank export): it has no optimiser state ",
          "or position to resume from; resume from a training checkpoint");
-  io::CheckpointData d = io::load_checkpoint(path, model_.arena());
-  const auto& s = d.train_state;
-  const std::string opt_name = s.value("optimizer", std::string());
+  // The train state is untrusted JSON: read and check it before anything is loaded, so a
+  // malformed one is an Error naming the file and leaves the model and optimiser untouched.
+  const auto& s = meta.train_state;
+  std::string opt_name, monitor;
+  Index epoch = 0, step_in_epoch = 0, best_epoch = 0, bad_epochs = 0;
+  std::int64_t global_step = 0, best_global_step = 0;
+  double best = 0.0;
+  bool has_best = false;
+  try {
+    if (!s.is_object()) fail("expected an object");
+    auto count = [&](const char* key, bool required) -> std::int64_t {  // a non-negative integer
+      auto it = s.find(key);
+      if (it == s.end() && !required) return 0;
+      if (it == s.end()) fail("\"", key, "\": missing");
+      if (!it->is_number_integer() || (!it->is_number_unsigned() && it->get<std::int64_t>() < 0) ||
+          (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)))
+        fail("\"", key, "\": expected a non-negative integer, got ", it->dump().substr(0, 64));
+      return it->get<std::int64_t>();
+    };
+    opt_name = s.value("optimizer", std::string());
+    epoch = count("epoch", true);
+    step_in_epoch = count("step_in_epoch", true);
+    global_step = count("global_step", true);
+    best = s.value("best", 0.0);
+    has_best = s.value("has_best", false);
+    best_epoch = count("best_epoch", false);
+    best_global_step = count("best_global_step", false);
+    bad_epochs = count("bad_epochs", false);
+    monitor = s.value("monitor", opt_.monitor);
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint '", path.string(), "': metadata \"mtrank.train_state\": ", e.what());
+  } catch (const Error& e) {
+    fail("checkpoint '", path.string(), "': metadata \"mtrank.train_state\": ", e.what());
+  }
   require(opt_name == optimizer_.name(), "checkpoint '", path.string(), "': optimizer state is for '", opt_name,
           "', this trainer uses '", optimizer_.name(), "'");
+  io::CheckpointData d = io::load_checkpoint(path, model_.arena());
   optimizer_.load_state(d.optimizer_state, model_.arena());
-  epoch_ = s.at("epoch").get<Index>();
-  step_in_epoch_ = s.at("step_in_epoch").get<Index>();
-  global_step_ = s.at("global_step").get<std::int64_t>();
-  best_ = s.value("best", 0.0);
-  has_best_ = s.value("has_best", false);
-  best_epoch_ = s.value("best_epoch", Index{0});
-  best_global_step_ = s.value("best_global_step", std::int64_t{0});
-  bad_epochs_ = s.value("bad_epochs", Index{0});
-  if (s.value("monitor", opt_.monitor) != opt_.monitor) {  // the best so far was judged by another metric
+  epoch_ = epoch;
+  step_in_epoch_ = step_in_epoch;
+  global_step_ = global_step;
+  best_ = best;
+  has_best_ = has_best;
+  best_epoch_ = best_epoch;
+  best_global_step_ = best_global_step;
+  bad_epochs_ = bad_epochs;
+  if (monitor != opt_.monitor) {  // the best so far was judged by another metric
     has_best_ = false;
     best_epoch_ = 0;
     bad_epochs_ = 0;

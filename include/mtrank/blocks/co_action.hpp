@@ -61,17 +61,23 @@ class CoActionUnit {
     require(opt_.in > 0, "co-action unit: in must be > 0, got ", opt_.in);
     require(!opt_.layers.empty(), "co-action unit: layers must not be empty");
     require(opt_.orders >= 1, "co-action unit: orders must be >= 1, got ", opt_.orders);
-    Index w = opt_.in;
+    Index w = opt_.in, wl = 0, unused = 0;
+    auto add = [](Index& acc, Index v) {
+      require(!__builtin_add_overflow(acc, v, &acc), "co-action unit: micro-MLP sizes overflow 64 bits");
+    };
     for (std::size_t l = 0; l < opt_.layers.size(); ++l) {
       require(opt_.layers[l] > 0, "co-action unit: layers[", l, "] must be > 0");
+      require(!__builtin_mul_overflow(w, opt_.layers[l], &wl), "co-action unit: micro-MLP sizes overflow 64 bits");
       w_off_.push_back(block_);
-      block_ += w * opt_.layers[l];
+      add(block_, wl);
       b_off_.push_back(block_);
-      if (opt_.bias) block_ += opt_.layers[l];
+      if (opt_.bias) add(block_, opt_.layers[l]);
       act_off_.push_back(act_width_);
-      act_width_ += opt_.layers[l];
+      add(act_width_, opt_.layers[l]);
       w = opt_.layers[l];
     }
+    require(!__builtin_mul_overflow(opt_.orders, std::max(block_, act_width_), &unused),
+            "co-action unit: micro-MLP sizes overflow 64 bits");  // param_width(), out_features()
     per_order_ = opt_.concat_layers ? act_width_ : opt_.layers.back();
   }
 

@@ -37,7 +37,8 @@
 
 namespace mtrank::blocks {
 
-/// Per-sample selected positions: index[b*k + i] for i < count[b], then -1.
+/// Per-sample selected positions: index[b*k + i] for i < count[b], then -1; k = min(top_k, the
+/// longest window of the batch) (never more slots than behaviours, whatever top_k says).
 struct Selection {
   Index batch = 0;
   Index k = 0;
