@@ -931,7 +931,7 @@ TEST_CASE("server: slow clients get 408 at --request-timeout and free their work
   CHECK(c.wait_closed());
 }
 
-TEST_CASE("server: past --max-queue waiting connections a client gets 503 at once; idle connections keep no worker", "[server][limits]") {
+TEST_CASE("server: past --max-queue waiting connections a client gets 503 at once, and idle connections keep no worker", "[server][limits]") {
   const auto dir = mtrank::testing::temp_dir("server_queue");
   write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
   auto o = options(dir / "model.safetensors");
@@ -1114,7 +1114,7 @@ TEST_CASE("server: invalid UTF-8 is a 400 naming the problem, without internal e
   CHECK(metric(srv, "mtrank_http_errors_total{class=\"internal\"}") == 0);
 }
 
-TEST_CASE("server: bodies the server cannot bound are refused before they are read; oversized heads too", "[server][limits]") {
+TEST_CASE("server: bodies the server cannot bound are refused before they are read, and so are oversized heads", "[server][limits]") {
   const auto dir = mtrank::testing::temp_dir("server_framing");
   write_checkpoint(dir / "model.safetensors", model_config("mmoe", 3));
   auto o = options(dir / "model.safetensors");
