@@ -58,7 +58,7 @@ cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_R
 cmake --build build/tsan -j "$jobs" --target test_serve test_ranking_server
 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build/tsan --output-on-failure -L serve
 
-step "libFuzzer: safetensors, model config, CSV and request parsers (20 s each, fixed seed)"
+step "libFuzzer: ten targets (safetensors, configs, CSV, requests, checkpoints, readers, npy, convert map, config sections, parse cost), 20 s each, fixed seed"
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} FUZZ_JOBS=$jobs bash scripts/fuzz.sh
 
 step "All stages passed: Release tests, ISA-capped reruns, install + consumer, reliability, ASan+UBSan, TSan, fuzz"
