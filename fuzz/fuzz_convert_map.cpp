@@ -1,11 +1,9 @@
 // libFuzzer target: the name map of `mtrank convert` with a PyTorch-style weights file.
 //
-// The map parser lives only in tools/mtrank_cli/main.cpp (cmd_convert), which has main() and
-// cannot be linked into a fuzzer. This target runs the same steps with the same library calls,
-// in the same order: io::parse_json on the map text, io::reject_unknown_keys, the "rename" /
-// "ignore" rules, SafetensorsFile (here parse(), in memory) find / read_float, then
-// io::save_checkpoint; and it checks the result: the written checkpoint must load back with
-// io::load_checkpoint into a fresh model with exactly the values converted.
+// The same library calls as `mtrank convert` (tools/mtrank_cli/main.cpp, cmd_convert):
+// io::parse_name_map on the map text and io::load_mapped (io/name_map.hpp) with the weights
+// parsed in memory, then io::save_checkpoint; and it checks the result: the written checkpoint
+// must load back with io::load_checkpoint into a fresh model with exactly the values converted.
 //   input: 2 bytes little-endian length L, L bytes of map JSON, the rest the weights file.
 #include <cstdint>
 #include <cstring>
@@ -20,6 +18,7 @@
 #include "fuzz_util.hpp"
 #include "mtrank/io/checkpoint.hpp"
 #include "mtrank/io/json_util.hpp"
+#include "mtrank/io/name_map.hpp"
 #include "mtrank/io/safetensors.hpp"
 #include "mtrank/models/model.hpp"
 
@@ -33,50 +32,10 @@ const json& config() {
   return c;
 }
 
-// cmd_convert's map handling (tools/mtrank_cli/main.cpp), on the library's helpers.
+// cmd_convert's steps (tools/mtrank_cli/main.cpp): the map parsed from text, then the weights loaded through it.
 void convert(const std::string& map_text, const std::string& weights, models::Model& model) {
-  std::map<std::string, std::string> to_torch;  // mtrank name -> torch name
-  std::vector<std::string> ignore;
-  if (!map_text.empty()) {
-    json m = io::parse_json(map_text, "map.json");
-    io::reject_unknown_keys(m, {"rename", "ignore"}, "map");
-    if (m.contains("rename")) {
-      if (!m["rename"].is_object()) fail("map.rename: expected an object {\"torch name\": \"mtrank name\"}");
-      for (auto it = m["rename"].begin(); it != m["rename"].end(); ++it) {
-        if (!it->is_string()) fail("map.rename.", it.key(), ": expected a string");
-        if (!to_torch.emplace(it->get<std::string>(), it.key()).second)
-          fail("map.rename.", it.key(), ": mtrank name '", it->get<std::string>(), "' is the target of two tensors");
-      }
-    }
-    if (m.contains("ignore")) {
-      if (!m["ignore"].is_array()) fail("map.ignore: expected an array of name prefixes");
-      for (auto& e : m["ignore"]) {
-        if (!e.is_string()) fail("map.ignore: expected an array of strings");
-        ignore.push_back(e.get<std::string>());
-      }
-    }
-  }
-  auto f = io::SafetensorsFile::parse(weights, "torch.safetensors");
-  std::set<std::string> used;
-  for (auto& prm : model.arena().parameters()) {
-    auto it = to_torch.find(prm.name);
-    const std::string tn = it == to_torch.end() ? prm.name : it->second;
-    const io::SafetensorsEntry* e = f.find(tn);
-    if (!e) fail(f.what(), ": no tensor '", tn, "' for parameter '", prm.name, "' (add it to map.rename)");
-    if (!(e->shape == prm.shape)) fail(f.what(), ": tensor '", tn, "' has shape ", e->shape, ", parameter '", prm.name, "' needs ", prm.shape);
-    if (!io::is_float_dtype(e->dtype)) fail(f.what(), ": tensor '", tn, "' has dtype ", io::dtype_name(e->dtype), " (expected a float dtype)");
-    used.insert(tn);
-  }
-  for (const auto& e : f.entries()) {
-    if (used.count(e.name)) continue;
-    bool ig = false;
-    for (auto& pre : ignore) ig = ig || e.name.rfind(pre, 0) == 0;
-    if (!ig) fail(f.what(), ": tensor '", e.name, "' matches no parameter (rename it or list a prefix in map.ignore)");
-  }
-  for (auto& prm : model.arena().parameters()) {
-    auto it = to_torch.find(prm.name);
-    f.read_float(f.at(it == to_torch.end() ? prm.name : it->second), prm.value, static_cast<std::size_t>(prm.numel()));
-  }
+  const io::NameMap map = map_text.empty() ? io::NameMap{} : io::parse_name_map(io::parse_json(map_text, "map.json"), "map");
+  io::load_mapped(model.arena(), io::SafetensorsFile::parse(weights, "torch.safetensors"), map);
 }
 
 }  // namespace

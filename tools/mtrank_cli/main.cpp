@@ -16,6 +16,7 @@
 #include "mtrank/io/atomic_file.hpp"
 #include "mtrank/io/checkpoint.hpp"
 #include "mtrank/io/json_util.hpp"
+#include "mtrank/io/name_map.hpp"
 #include "mtrank/io/npy.hpp"
 #include "mtrank/io/safetensors.hpp"
 #include "mtrank/models/model.hpp"
@@ -310,48 +311,8 @@ struct ConvertArgs {
 int cmd_convert(const ConvertArgs& a) {
   json cfg = read_json(a.config);
   auto model = models::build_model(cfg);
-  std::map<std::string, std::string> to_torch;  // mtrank name -> torch name
-  std::vector<std::string> ignore;
-  if (!a.map.empty()) {
-    json m = read_json(a.map);
-    io::reject_unknown_keys(m, {"rename", "ignore"}, "map");
-    if (m.contains("rename")) {
-      if (!m["rename"].is_object()) fail("map.rename: expected an object {\"torch name\": \"mtrank name\"}");
-      for (auto it = m["rename"].begin(); it != m["rename"].end(); ++it) {
-        if (!it->is_string()) fail("map.rename.", it.key(), ": expected a string");
-        if (!to_torch.emplace(it->get<std::string>(), it.key()).second)
-          fail("map.rename.", it.key(), ": mtrank name '", it->get<std::string>(), "' is the target of two tensors");
-      }
-    }
-    if (m.contains("ignore")) {
-      if (!m["ignore"].is_array()) fail("map.ignore: expected an array of name prefixes");
-      for (auto& e : m["ignore"]) {
-        if (!e.is_string()) fail("map.ignore: expected an array of strings");
-        ignore.push_back(e.get<std::string>());
-      }
-    }
-  }
-  auto f = io::SafetensorsFile::load(a.from);
-  std::set<std::string> used;
-  for (auto& prm : model->arena().parameters()) {  // check everything first
-    auto it = to_torch.find(prm.name);
-    const std::string tn = it == to_torch.end() ? prm.name : it->second;
-    const io::SafetensorsEntry* e = f.find(tn);
-    if (!e) fail(a.from, ": no tensor '", tn, "' for parameter '", prm.name, "' (add it to map.rename)");
-    if (!(e->shape == prm.shape)) fail(a.from, ": tensor '", tn, "' has shape ", e->shape, ", parameter '", prm.name, "' needs ", prm.shape);
-    if (!io::is_float_dtype(e->dtype)) fail(a.from, ": tensor '", tn, "' has dtype ", io::dtype_name(e->dtype), " (expected a float dtype)");
-    used.insert(tn);
-  }
-  for (const auto& e : f.entries()) {
-    if (used.count(e.name)) continue;
-    bool ig = false;
-    for (auto& pre : ignore) ig = ig || e.name.rfind(pre, 0) == 0;
-    if (!ig) fail(a.from, ": tensor '", e.name, "' matches no parameter (rename it or list a prefix in map.ignore)");
-  }
-  for (auto& prm : model->arena().parameters()) {
-    auto it = to_torch.find(prm.name);
-    f.read_float(f.at(it == to_torch.end() ? prm.name : it->second), prm.value, static_cast<std::size_t>(prm.numel()));
-  }
+  const io::NameMap map = a.map.empty() ? io::NameMap{} : io::parse_name_map(read_json(a.map), "map");
+  io::load_mapped(model->arena(), io::SafetensorsFile::load(a.from), map);
   io::CheckpointData data;
   data.config = cfg;
   io::save_checkpoint(a.out, model->arena(), data);
