@@ -9,7 +9,7 @@ using namespace mtrank::io;
 using Catch::Contains;
 using nlohmann::json;
 
-TEST_CASE("name map: renamed and ignored tensors load; every mismatch is refused with the arena untouched", "[io][convert]") {
+TEST_CASE("name map: renamed and ignored tensors load, and every mismatch is refused with the arena untouched", "[io][convert]") {
   const nn::MlpOptions opt{.in = 3, .layers = {2}};
   ParameterArena src(1), dst(2);
   nn::Mlp<float> a(src, "mlp", opt), b(dst, "mlp", opt);
